@@ -1,0 +1,462 @@
+//! The controllers: ResponseActions carried out on pods, and Alerts kept in step with them.
+//!
+//! Each reconcile is a pipeline: read what it needs from the API, decide with the pure
+//! modules (`isolation`, `guard`, `status`), apply, then write the status. Only the two ends
+//! touch the API.
+
+mod alert;
+mod isolate;
+mod release;
+mod terminate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use riposte_crds::{
+    ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::enforcer;
+use crate::error::{Error, Result, backoff};
+use crate::guard::Guardrails;
+use crate::isolation;
+use crate::metrics::{ActionLabels, ErrorLabels, KindLabels, Metrics, OutcomeLabels};
+use crate::status::{self, condition};
+
+/// The one field manager of every object and status Riposte writes.
+pub const MANAGER: &str = "riposte";
+/// Keeps an Isolate action until its isolation is undone.
+pub const FINALIZER: &str = "riposte.dev/release-isolation";
+/// How often a successful isolation is checked again for drift (a removed label, a policy
+/// edited back by GitOps); NetworkPolicy changes trigger a check at once.
+const ISOLATION_RESYNC: Duration = Duration::from_secs(300);
+/// How long an enforcer detection is trusted.
+const ENFORCER_CACHE: Duration = Duration::from_secs(60);
+/// Attempts at a write that conflicts with concurrent writers before requeueing.
+const CONFLICT_ATTEMPTS: usize = 8;
+
+pub struct Context {
+    pub client: Client,
+    pub guardrails: Guardrails,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Every ResponseAction, as the controller's watch sees it.
+    actions: Store<ResponseAction>,
+    /// Asks the controller to reconcile another action now (a release and its isolations
+    /// wake each other instead of polling).
+    wake: UnboundedSender<ObjectRef<ResponseAction>>,
+    failures: Mutex<HashMap<String, u32>>,
+    enforcer: Mutex<Option<(Instant, Option<String>)>>,
+}
+
+impl Context {
+    fn wake(&self, namespace: &str, name: &str) {
+        // The receiver lives as long as the controller; a failed send means we are shutting down.
+        let _ = self
+            .wake
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
+    async fn publish(
+        &self,
+        object: &impl Resource<DynamicType = ()>,
+        kind: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: kind,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish an Event");
+        }
+    }
+
+    /// Publishes the same Event on the action and on its target pod.
+    async fn publish_both(
+        &self,
+        action: &ResponseAction,
+        pod: Option<&Pod>,
+        kind: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let verb = action.spec.action.to_string();
+        self.publish(action, kind.clone(), reason, &verb, note.clone())
+            .await;
+        if let Some(pod) = pod {
+            self.publish(
+                pod,
+                kind,
+                reason,
+                &verb,
+                format!("{note} (ResponseAction {})", action.name_any()),
+            )
+            .await;
+        }
+    }
+
+    /// The well-known NetworkPolicy enforcer found in the cluster, if any; cached briefly.
+    async fn enforcer(&self) -> Result<Option<String>> {
+        if let Some((at, found)) = self.enforcer.lock().expect("enforcer cache lock").clone() {
+            if at.elapsed() < ENFORCER_CACHE {
+                return Ok(found);
+            }
+        }
+        let daemonsets = Api::<DaemonSet>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let found = enforcer::known_enforcer(&daemonsets);
+        *self.enforcer.lock().expect("enforcer cache lock") = Some((Instant::now(), found.clone()));
+        Ok(found)
+    }
+}
+
+/// Runs both controllers until a shutdown signal.
+pub async fn run(
+    client: Client,
+    guardrails: Guardrails,
+    metrics: Metrics,
+    reporter: Reporter,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (wake, woken) = unbounded();
+    let actions = Controller::new(
+        Api::<ResponseAction>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = actions.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        guardrails,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        actions: store.clone(),
+        wake,
+        failures: Mutex::default(),
+        enforcer: Mutex::default(),
+    });
+
+    let policy_store = store.clone();
+    let actions = actions
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |policy| isolations_affected_by(&policy_store, &policy),
+        )
+        .reconcile_on(woken)
+        .shutdown_on_signal()
+        .run(reconcile_action, action_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "ResponseAction reconcile failed");
+            }
+        });
+
+    let alerts = Controller::new(
+        Api::<Alert>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ResponseAction>::all(client),
+        watcher::Config::default(),
+        |action| {
+            action
+                .spec
+                .alert_ref
+                .as_ref()
+                .zip(action.namespace())
+                .map(|(alert, ns)| ObjectRef::new(&alert.name).within(&ns))
+        },
+    )
+    .shutdown_on_signal()
+    .run(alert::reconcile, alert_error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            warn!(error = %e, "Alert reconcile failed");
+        }
+    });
+
+    let readiness = async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!("watching ResponseActions and Alerts");
+        }
+    };
+    futures::join!(actions, alerts, readiness);
+}
+
+/// The active isolations of a NetworkPolicy's namespace: a policy created or edited there
+/// may select an isolated pod and must be handled at once. Riposte's own policies are
+/// skipped, or every isolation would wake every other one.
+fn isolations_affected_by(
+    store: &Store<ResponseAction>,
+    policy: &NetworkPolicy,
+) -> Vec<ObjectRef<ResponseAction>> {
+    if isolation::is_managed_by_riposte(policy) {
+        return Vec::new();
+    }
+    let namespace = policy.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|a| {
+            a.namespace() == namespace && a.spec.action == ActionKind::Isolate && !a.spec.dry_run
+        })
+        .filter(|a| {
+            matches!(
+                a.status.as_ref().and_then(|s| s.phase),
+                Some(Phase::Running | Phase::Succeeded)
+            )
+        })
+        .map(|a| ObjectRef::from(a.as_ref()))
+        .collect()
+}
+
+async fn reconcile_action(action: Arc<ResponseAction>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciliations
+        .get_or_create(&KindLabels {
+            kind: "ResponseAction".into(),
+        })
+        .inc();
+    let namespace = action
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    let api: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = format!("{namespace}/{}", action.name_any());
+    let result = match action.spec.action {
+        ActionKind::Isolate if !action.spec.dry_run => {
+            finalizer(&api, FINALIZER, action, |event| async {
+                match event {
+                    FinalizerEvent::Apply(action) => isolate::apply(&action, &ctx).await,
+                    FinalizerEvent::Cleanup(action) => isolate::cleanup(action, &ctx).await,
+                }
+            })
+            .await
+            .map_err(|e| Error::Finalizer(Box::new(e)))
+        }
+        ActionKind::Isolate => isolate::apply(&action, &ctx).await,
+        ActionKind::Terminate => terminate::apply(&action, &ctx).await,
+        ActionKind::Release => release::apply(&action, &ctx).await,
+    };
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .expect("failure counter lock")
+            .remove(&key);
+    }
+    result
+}
+
+fn action_error_policy(action: Arc<ResponseAction>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_later(
+        &ctx,
+        "ResponseAction",
+        &format!(
+            "{}/{}",
+            action.namespace().unwrap_or_default(),
+            action.name_any()
+        ),
+        error,
+    )
+}
+
+fn alert_error_policy(alert: Arc<Alert>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_later(
+        &ctx,
+        "Alert",
+        &format!(
+            "{}/{}",
+            alert.namespace().unwrap_or_default(),
+            alert.name_any()
+        ),
+        error,
+    )
+}
+
+/// Transient failures are retried with a per-object exponential backoff.
+fn retry_later(ctx: &Context, kind: &str, key: &str, error: &Error) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&ErrorLabels {
+            kind: kind.into(),
+            error: error.metric_label().into(),
+        })
+        .inc();
+    let mut failures = ctx.failures.lock().expect("failure counter lock");
+    let count = failures.entry(format!("{kind}:{key}")).or_default();
+    let delay = backoff(*count);
+    *count = count.saturating_add(1);
+    warn!(%key, kind, error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Writes an action's status: `change` applied to the freshest status, sent with
+/// server-side apply under our one field manager, carrying the resourceVersion it was
+/// computed from. A concurrent writer makes the apply fail with a conflict instead of
+/// being overwritten; the change is then recomputed on the new status, so no history
+/// entry is ever lost. Comments not yet in the history are recorded on the way.
+async fn update_status(
+    ctx: &Context,
+    action: &ResponseAction,
+    change: impl Fn(&mut ResponseActionStatus),
+) -> Result<ResponseAction> {
+    let namespace = action
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    let api: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = action.name_any();
+    let mut current = action.clone();
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let before = current.status.clone().unwrap_or_default();
+        let mut status = before.clone();
+        change(&mut status);
+        status::record_comments(&current.spec, &mut status, &now());
+        status.observed_generation = current.metadata.generation;
+        if status == before {
+            return Ok(current);
+        }
+        let patch = json!({
+            "apiVersion": "riposte.dev/v1alpha1",
+            "kind": "ResponseAction",
+            "metadata": { "name": name, "resourceVersion": current.resource_version() },
+            "status": status,
+        });
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(updated) => {
+                observe_outcome(ctx, &current, &updated);
+                return Ok(updated);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => current = api.get(&name).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::StatusConflict(format!("{namespace}/{name}")))
+}
+
+fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseAction) {
+    let phase = |a: &ResponseAction| a.status.as_ref().and_then(|s| s.phase);
+    let Some(new) = phase(after).filter(|p| p.is_terminal() && phase(before) != Some(*p)) else {
+        return;
+    };
+    let action = after.spec.action.to_string();
+    ctx.metrics
+        .outcomes
+        .get_or_create(&OutcomeLabels {
+            action: action.clone(),
+            phase: new.as_str().into(),
+        })
+        .inc();
+    if new != Phase::Released {
+        if let Some(created) = after.creation_timestamp() {
+            let seconds = now().0.duration_since(created.0).as_secs_f64();
+            ctx.metrics
+                .action_seconds
+                .get_or_create(&ActionLabels { action })
+                .observe(seconds.max(0.0));
+        }
+    }
+}
+
+/// Records only comments added since the last reconcile; used once an action is final.
+async fn record_new_comments(ctx: &Context, action: &ResponseAction) -> Result<Action> {
+    update_status(ctx, action, |_| {}).await?;
+    Ok(Action::await_change())
+}
+
+/// Ends an action as Failed with a reason that tells the analyst what to change.
+async fn fail(
+    ctx: &Context,
+    action: &ResponseAction,
+    pod: Option<&Pod>,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let now = now();
+    let generation = action.metadata.generation;
+    update_status(ctx, action, |s| {
+        status::transition(s, Phase::Failed, message.clone(), &now);
+        status::set_condition(
+            &mut s.conditions,
+            condition::COMPLETED,
+            "False",
+            reason,
+            &message,
+            generation,
+            &now,
+        );
+        status::record(s, reason, message.clone(), &now);
+    })
+    .await?;
+    ctx.publish_both(action, pod, EventType::Warning, reason, message)
+        .await;
+    Ok(Action::await_change())
+}
+
+/// The target as resolved now: its UID pins every later step to this very pod.
+fn resolve_target(pod: &Pod) -> ResolvedTarget {
+    ResolvedTarget {
+        pod: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        owner: pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| OwnerSummary {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            }),
+    }
+}
+
+fn describe_target(target: &ResolvedTarget) -> String {
+    let mut text = format!("pod {} (uid {})", target.pod, target.uid);
+    if let Some(node) = &target.node {
+        text.push_str(&format!(" on node {node}"));
+    }
+    match &target.owner {
+        Some(owner) => text.push_str(&format!(", controlled by {} {}", owner.kind, owner.name)),
+        None => text.push_str(", not controlled by a workload"),
+    }
+    text
+}
+
+/// The current time, as Kubernetes objects carry it.
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}

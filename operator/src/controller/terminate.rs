@@ -1,0 +1,155 @@
+//! Terminate: delete exactly the pod that was targeted.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use riposte_crds::{ActionKind, Phase, ResolvedTarget, ResponseAction};
+
+use super::isolate::finish_dry_run;
+use super::{
+    Context, describe_target, fail, is_status, now, record_new_comments, resolve_target,
+    update_status,
+};
+use crate::error::{Error, Result};
+use crate::guard;
+use crate::status::{self, condition};
+
+pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
+    let namespace = action
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    let current = action.status.clone().unwrap_or_default();
+    if current.phase.is_some_and(Phase::is_terminal) {
+        return record_new_comments(ctx, action).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let target = match current.target {
+        Some(target) => target,
+        None => {
+            let pod_name = &action.spec.target.pod;
+            let Some(pod) = pods.get_opt(pod_name).await? else {
+                return fail(
+                    ctx,
+                    action,
+                    None,
+                    "TargetNotFound",
+                    format!("pod {pod_name} not found in namespace {namespace}"),
+                )
+                .await;
+            };
+            if let Some(refusal) = guard::refusal(&ctx.guardrails, &pod) {
+                return fail(ctx, action, Some(&pod), "Refused", refusal).await;
+            }
+            let target = resolve_target(&pod);
+            if action.spec.dry_run {
+                let plan = format!(
+                    "dry run: would delete {}{}",
+                    describe_target(&target),
+                    grace(action)
+                );
+                return finish_dry_run(action, ctx, &pod, &target, plan).await;
+            }
+            // The UID is recorded before the delete: after a crash, the retry deletes this
+            // pod or nothing, never a new pod that took its name.
+            let now = now();
+            let described = describe_target(&target);
+            update_status(ctx, action, |s| {
+                status::transition(
+                    s,
+                    Phase::Running,
+                    format!("terminating pod {pod_name}"),
+                    &now,
+                );
+                s.target = Some(target.clone());
+                status::record(s, "TargetResolved", described.clone(), &now);
+            })
+            .await?;
+            target
+        }
+    };
+    let params = DeleteParams {
+        grace_period_seconds: action
+            .spec
+            .terminate
+            .as_ref()
+            .and_then(|t| t.grace_period_seconds)
+            .map(|s| s as u32),
+        preconditions: Some(Preconditions {
+            uid: Some(target.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let outcome = match pods.delete(&target.pod, &params).await {
+        Ok(_) => format!("deleted {}{}", describe_target(&target), grace(action)),
+        Err(e) if is_status(&e, 404) => format!("pod {} was already gone", target.pod),
+        Err(e) if is_status(&e, 409) => {
+            format!(
+                "pod {} (uid {}) was already gone; a newer pod with the same name was left alone",
+                target.pod, target.uid
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    finish(action, ctx, &namespace, &target, outcome).await
+}
+
+async fn finish(
+    action: &ResponseAction,
+    ctx: &Context,
+    namespace: &str,
+    target: &ResolvedTarget,
+    outcome: String,
+) -> Result<Action> {
+    let now = now();
+    let generation = action.metadata.generation;
+    let message = match &target.owner {
+        Some(owner) => format!(
+            "{outcome}; its {} {} will create a replacement",
+            owner.kind, owner.name
+        ),
+        None => outcome,
+    };
+    update_status(ctx, action, |s| {
+        status::record(s, "PodDeleted", message.clone(), &now);
+        status::set_condition(
+            &mut s.conditions,
+            condition::COMPLETED,
+            "True",
+            "PodDeleted",
+            &message,
+            generation,
+            &now,
+        );
+        status::transition(s, Phase::Succeeded, message.clone(), &now);
+    })
+    .await?;
+    ctx.publish_both(action, None, EventType::Normal, "Terminated", message)
+        .await;
+    // Isolations of the deleted pod can clean up now rather than at their next resync.
+    for isolation in ctx.actions.state().iter().filter(|a| {
+        a.namespace().as_deref() == Some(namespace)
+            && a.spec.action == ActionKind::Isolate
+            && a.status
+                .as_ref()
+                .and_then(|s| s.target.as_ref())
+                .is_some_and(|t| t.uid == target.uid)
+    }) {
+        ctx.wake(namespace, &isolation.name_any());
+    }
+    Ok(Action::await_change())
+}
+
+fn grace(action: &ResponseAction) -> String {
+    match action
+        .spec
+        .terminate
+        .as_ref()
+        .and_then(|t| t.grace_period_seconds)
+    {
+        Some(seconds) => format!(" with a grace period of {seconds}s"),
+        None => " with the pod's own grace period".to_owned(),
+    }
+}

@@ -1,0 +1,358 @@
+//! A local control plane (etcd and kube-apiserver, no nodes) for running Riposte without a
+//! cluster and for testing it against the real API machinery, much as controller-runtime's
+//! envtest does. The binaries are built once from Go modules into a cache outside the
+//! repository (`operator/controlplane/build.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use tokio::process::{Child, Command};
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+pub const KUBERNETES_VERSION: &str = "v1.33.13";
+/// The etcd that this Kubernetes release pins in its go.mod.
+pub const ETCD_VERSION: &str = "v3.5.21";
+const BUILD_SCRIPT: &str = include_str!("../controlplane/build.sh");
+const ADMIN_USER: &str = "riposte-admin";
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A user the apiserver will authenticate by bearer token (for tests of RBAC).
+#[derive(Clone, Debug)]
+pub struct StaticUser {
+    pub name: String,
+    pub token: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Users besides the admin, who is in system:masters.
+    pub users: Vec<StaticUser>,
+    /// More kube-apiserver flags, such as audit settings.
+    pub extraapiserver_args: Vec<String>,
+}
+
+/// A running etcd and kube-apiserver on loopback; stopped and removed when dropped.
+pub struct LocalControlPlane {
+    dir: PathBuf,
+    keep_dir: bool,
+    server: String,
+    admin_token: String,
+    kubeconfig: PathBuf,
+    // Dropping the children kills them (kill_on_drop), apiserver first.
+    apiserver: Child,
+    etcd_process: Child,
+}
+
+impl LocalControlPlane {
+    pub async fn start(options: Options) -> Result<Self> {
+        let bin = ensure_binaries().await?;
+        let dir = std::env::temp_dir().join(format!(
+            "riposte-cp-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
+        std::fs::create_dir_all(dir.join("certs"))
+            .map_err(io("create the control plane directory"))?;
+
+        let admin_token = random_token();
+        let mut tokens = format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n");
+        for user in &options.users {
+            tokens.push_str(&format!(
+                "{},{},{},\"{}\"\n",
+                user.token,
+                user.name,
+                user.name,
+                user.groups.join(",")
+            ));
+        }
+        std::fs::write(dir.join("tokens.csv"), tokens).map_err(io("write the token file"))?;
+        let signing_key = rcgen::KeyPair::generate()
+            .map_err(|e| Error::LocalControlPlane(format!("service account key: {e}")))?;
+        std::fs::write(dir.join("sa.key"), signing_key.serialize_pem())
+            .map_err(io("write the service account key"))?;
+        std::fs::write(dir.join("sa.pub"), signing_key.public_key_pem())
+            .map_err(io("write the service account key"))?;
+
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let api_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+        let etcd = spawn(
+            Command::new(bin.join("etcd")).args([
+                &format!("--data-dir={}", dir.join("etcd").display()),
+                &format!("--listen-client-urls={etcd_url}"),
+                &format!("--advertise-client-urls={etcd_url}"),
+                &format!("--listen-peer-urls={peer_url}"),
+                &format!("--initial-advertise-peer-urls={peer_url}"),
+                &format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ]),
+            &dir.join("etcd.log"),
+        )?;
+        let mut args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=RBAC".into(),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ),
+            // No controller-manager creates the default ServiceAccounts that this plugin wants.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+        ];
+        args.extend(options.extraapiserver_args.iter().cloned());
+        let apiserver = spawn(
+            Command::new(bin.join("kube-apiserver")).args(&args),
+            &dir.join("kube-apiserver.log"),
+        )?;
+
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut plane = LocalControlPlane {
+            keep_dir: std::env::var_os("RIPOSTE_KEEP_CONTROL_PLANE_DIR").is_some(),
+            dir,
+            server,
+            admin_token,
+            kubeconfig,
+            apiserver,
+            etcd_process: etcd,
+        };
+        plane.wait_until_ready().await?;
+        info!(server = %plane.server, kubeconfig = %plane.kubeconfig.display(), "local control plane ready");
+        Ok(plane)
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let address = self.server.trim_start_matches("https://").to_owned();
+        // Wait for the port first: the client logs every refused connection as an error.
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            self.check_alive_within(deadline, "kube-apiserver to listen")?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::fs::write(
+            &self.kubeconfig,
+            self.kubeconfig_for(ADMIN_USER, &self.admin_token),
+        )
+        .map_err(io("write the kubeconfig"))?;
+        let client = self.client().await?;
+        loop {
+            let request = ::http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a static request is valid");
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                _ => self.check_alive_within(deadline, "kube-apiserver to become ready")?,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Fails, with the end of both logs, when a process has exited or time is up.
+    fn check_alive_within(&mut self, deadline: Instant, waiting_for: &str) -> Result<()> {
+        let exited = match (self.etcd_process.try_wait(), self.apiserver.try_wait()) {
+            (Ok(Some(status)), _) => Some(format!("etcd exited ({status})")),
+            (_, Ok(Some(status))) => Some(format!("kube-apiserver exited ({status})")),
+            _ => None,
+        };
+        if exited.is_none() && Instant::now() < deadline {
+            return Ok(());
+        }
+        let tail = |f: &str| {
+            let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+            text.lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Err(Error::LocalControlPlane(format!(
+            "{} while waiting for {waiting_for}\n--- etcd.log ---\n{}\n--- kube-apiserver.log ---\n{}",
+            exited.unwrap_or_else(|| "timed out".to_owned()),
+            tail("etcd.log"),
+            tail("kube-apiserver.log")
+        )))
+    }
+
+    /// A kubeconfig that authenticates as `user` with a bearer token.
+    pub fn kubeconfig_for(&self, user: &str, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: riposte-local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: riposte-local\n  context:\n    cluster: riposte-local\n    user: {user}\ncurrent-context: riposte-local\n",
+            server = self.server,
+            ca = self.dir.join("certs/apiserver.crt").display(),
+        )
+    }
+
+    /// The admin's kubeconfig file, for kubectl.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// A client authenticated as the admin (system:masters).
+    pub async fn client(&self) -> Result<Client> {
+        self.client_for(ADMIN_USER, &self.admin_token).await
+    }
+
+    /// A client authenticated by a bearer token: a static user's or a ServiceAccount's.
+    pub async fn client_for(&self, user: &str, token: &str) -> Result<Client> {
+        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_for(user, token))
+            .map_err(|e| Error::LocalControlPlane(format!("kubeconfig: {e}")))?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::LocalControlPlane(format!("kubeconfig: {e}")))?;
+        Ok(Client::try_from(config)?)
+    }
+}
+
+impl Drop for LocalControlPlane {
+    fn drop(&mut self) {
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Applies Riposte's CRDs and waits until the apiserver serves them.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in riposte_crds::crds() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply(crate::controller::MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for crd in riposte_crds::crds() {
+        loop {
+            let current = api.get(&crd.name_any()).await?;
+            let established = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::LocalControlPlane(format!(
+                    "CRD {} did not become established",
+                    crd.name_any()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Where the control plane binaries are cached: `$RIPOSTE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/riposte`, else `~/.cache/riposte`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RIPOSTE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("riposte")
+}
+
+/// Builds etcd and kube-apiserver unless the cache has them; returns their directory.
+pub async fn ensure_binaries() -> Result<PathBuf> {
+    let bin = cache_dir().join("controlplane").join(KUBERNETES_VERSION);
+    if bin.join("kube-apiserver").exists() && bin.join("etcd").exists() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&bin).map_err(io("create the binary cache"))?;
+    let script = bin.join("build.sh");
+    std::fs::write(&script, BUILD_SCRIPT).map_err(io("write the build script"))?;
+    let status = Command::new("bash")
+        .arg(&script)
+        .args([
+            bin.as_os_str(),
+            KUBERNETES_VERSION.as_ref(),
+            ETCD_VERSION.as_ref(),
+        ])
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .map_err(io("run the control plane build (is Go installed?)"))?;
+    if !status.success() {
+        return Err(Error::LocalControlPlane(format!(
+            "building etcd and kube-apiserver failed ({status}); see the output above"
+        )));
+    }
+    Ok(bin)
+}
+
+fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log).map_err(io("create a log file"))?;
+    let err = out.try_clone().map_err(io("create a log file"))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io("start a control plane process"))
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io("find a free port"))?
+        .port())
+}
+
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom is readable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::LocalControlPlane(format!("cannot {what}: {e}"))
+}
