@@ -227,13 +227,18 @@ pub struct Defeating {
 
 /// The policies (of the pod's namespace) that would defeat an isolation of `pod`. Riposte's
 /// own policies are left out: they only ever allow what an isolation's allow-lists permit.
+/// A policy already excluded for another isolation still counts: the exclusion is removed
+/// when that other isolation is released, and this one must be on record as needing it.
 pub fn defeating_policies(policies: &[NetworkPolicy], pod: &Pod) -> Vec<Defeating> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     policies
         .iter()
         .filter(|p| !is_managed_by_riposte(p))
         .filter_map(|p| {
-            let selector = p.spec.as_ref()?.pod_selector.clone().unwrap_or_default();
+            let mut selector = p.spec.as_ref()?.pod_selector.clone().unwrap_or_default();
+            if let Some(expressions) = selector.match_expressions.as_mut() {
+                expressions.retain(|e| *e != exclusion_requirement());
+            }
             let openings = openings(p);
             (openings.any() && selector_matches(&selector, &labels)).then(|| Defeating {
                 name: p.name_any(),
@@ -588,6 +593,25 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_policy_excluded_for_another_isolation_still_counts() {
+        let web = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: None,
+        };
+        let original = policy("allow-web", web, allow_all_ingress());
+        let excluded = apply_merge_patch(&original, &exclusion_patch(&original, "iso-1").unwrap());
+        let second = pod(&[("app", "web"), (ISOLATED_LABEL, "iso-2")]);
+        let found = defeating_policies(&[excluded.clone()], &second);
+        assert_eq!(
+            found.len(),
+            1,
+            "iso-2 must be recorded, or releasing iso-1 would reopen its pod"
+        );
+        let shared = apply_merge_patch(&excluded, &exclusion_patch(&excluded, "iso-2").unwrap());
+        assert_eq!(excluded_for(&shared).len(), 2);
     }
 
     #[test]

@@ -1,1 +1,366 @@
+//! Test harness: a real etcd and kube-apiserver per test (started by `riposte::local`), the
+//! CRDs from `crds/`, and the operator running in-process against them.
+#![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use riposte::guard::Guardrails;
+use riposte::local::{self, LocalControlPlane, Options};
+use riposte::metrics::Metrics;
+use riposte_crds::{Phase, ResponseAction};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A control plane with the CRDs installed, and optionally the operator running.
+pub struct Env {
+    pub plane: LocalControlPlane,
+    pub client: Client,
+    operator: Option<JoinHandle<()>>,
+}
+
+impl Env {
+    /// A control plane with Riposte's CRDs installed from the YAML under `crds/`.
+    pub async fn start() -> Env {
+        Env::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Env {
+        init_logging();
+        let plane = LocalControlPlane::start(options)
+            .await
+            .expect("local control plane starts");
+        let client = plane.client().await.expect("admin client");
+        let env = Env {
+            plane,
+            client,
+            operator: None,
+        };
+        let out = env.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &repo_path("crds").display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl apply -f crds/ failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env.wait_for_crds().await;
+        env
+    }
+
+    /// Control plane, CRDs and the operator (as the admin).
+    pub async fn with_operator() -> Env {
+        let mut env = Env::start().await;
+        env.run_operator(env.client.clone(), default_guardrails());
+        env
+    }
+
+    async fn wait_for_crds(&self) {
+        let client = self.client.clone();
+        eventually("CRDs to be served", || {
+            let client = client.clone();
+            async move {
+                let ok_actions = Api::<ResponseAction>::all(client.clone())
+                    .list(&Default::default())
+                    .await
+                    .is_ok();
+                let ok_alerts = Api::<riposte_crds::Alert>::all(client)
+                    .list(&Default::default())
+                    .await
+                    .is_ok();
+                (ok_actions && ok_alerts).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Runs the operator in this process with the given client, replacing one already running.
+    pub fn run_operator(&mut self, client: Client, guardrails: Guardrails) {
+        self.stop_operator();
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let ready = Arc::new(AtomicBool::new(false));
+        let reporter = Reporter {
+            controller: "riposte".into(),
+            instance: Some("riposte-test".into()),
+        };
+        self.operator = Some(tokio::spawn(riposte::controller::run(
+            client, guardrails, metrics, reporter, ready,
+        )));
+    }
+
+    /// Stops the operator abruptly, as a crash would.
+    pub fn stop_operator(&mut self) {
+        if let Some(handle) = self.operator.take() {
+            handle.abort();
+        }
+    }
+
+    /// Runs kubectl as the admin against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl_with(self.plane.kubeconfig_path(), args, None)
+    }
+
+    /// Runs kubectl with YAML or JSON on its standard input.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        kubectl_with(self.plane.kubeconfig_path(), args, Some(input))
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        let ns: Namespace =
+            serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+    }
+
+    /// Creates a pod (never scheduled: there are no nodes).
+    pub async fn pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
+        let labels: BTreeMap<_, _> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": labels },
+            "spec": { "containers": [{ "name": "app", "image": "nginx:1.27" }] },
+        }))
+        .unwrap();
+        self.pods(namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("pod created")
+    }
+
+    pub fn pods(&self, namespace: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub fn policies(&self, namespace: &str) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub fn actions(&self, namespace: &str) -> Api<ResponseAction> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Creates any object from JSON, as the admin, with server-side apply.
+    pub async fn apply<K>(&self, namespace: &str, object: Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("object has a name")
+            .to_owned();
+        Api::<K>::namespaced(self.client.clone(), namespace)
+            .patch(
+                &name,
+                &PatchParams::apply("riposte-tests").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying {name} failed: {e}"))
+    }
+
+    /// Creates a ResponseAction from its spec.
+    pub async fn action(&self, namespace: &str, name: &str, spec: Value) -> ResponseAction {
+        self.apply(namespace, json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name }, "spec": spec }))
+            .await
+    }
+
+    /// Waits until the action reaches `phase`, and returns it.
+    pub async fn wait_for_phase(
+        &self,
+        namespace: &str,
+        name: &str,
+        phase: Phase,
+    ) -> ResponseAction {
+        let api = self.actions(namespace);
+        let last = std::sync::Mutex::new(None);
+        let found = eventually_or(
+            &format!("ResponseAction {namespace}/{name} to reach {phase:?}"),
+            || async {
+                let action = api.get_opt(name).await.ok().flatten()?;
+                let reached = action.status.as_ref().and_then(|s| s.phase) == Some(phase);
+                *last.lock().unwrap() = Some(action.clone());
+                reached.then_some(action)
+            },
+        )
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "ResponseAction {namespace}/{name} did not reach {phase:?}; last seen:\n{}",
+                serde_yaml::to_string(&*last.lock().unwrap()).unwrap()
+            )
+        })
+    }
+
+    /// Waits until a condition on the API holds.
+    pub async fn until<T, F, Fut>(&self, what: &str, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        eventually(what, check).await
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_operator();
+    }
+}
+
+/// The guardrails the tests run with: kube-system and riposte-system are protected, and
+/// the operator's own pod is riposte-system/riposte-0.
+pub fn default_guardrails() -> Guardrails {
+    Guardrails {
+        protected_namespaces: ["kube-system".to_string(), "riposte-system".to_string()].into(),
+        own_pod: Some(("riposte-system".into(), "riposte-0".into())),
+    }
+}
+
+/// Polls `check` until it returns Some, for up to [`WAIT`]; panics naming `what` if it never does.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_or(what, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+async fn eventually_or<T, F, Fut>(_what: &str, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A path inside the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .join(relative)
+}
+
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // A fresh discovery cache per call: kubectl would otherwise keep the API list it saw
+    // before the CRDs were installed, and not know the `riposte` category.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let cache = std::env::temp_dir().join(format!(
+        "riposte-kubectl-cache-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", &cache)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(cache);
+    output
+}
+
+/// Helm, built from Go modules into the cache at the version in `tests/tools/helm-version`.
+pub fn helm() -> PathBuf {
+    let version = std::fs::read_to_string(repo_path("tests/tools/helm-version"))
+        .expect("tests/tools/helm-version exists");
+    let version = version.trim();
+    let dir = local::cache_dir()
+        .join("tools")
+        .join(format!("helm-{version}"));
+    let binary = dir.join("helm");
+    if !binary.exists() {
+        eprintln!("building helm {version} (first time only)");
+        let status = std::process::Command::new("go")
+            .args(["install", &format!("helm.sh/helm/v3/cmd/helm@{version}")])
+            .env("GOBIN", &dir)
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .status()
+            .expect("go is installed");
+        assert!(status.success(), "go install helm failed");
+    }
+    binary
+}
+
+/// Names of the NetworkPolicies of a namespace that select a pod with these labels.
+pub fn selecting(policies: &[NetworkPolicy], pod: &Pod) -> Vec<String> {
+    let labels = pod.labels().clone();
+    let mut names: Vec<String> = policies
+        .iter()
+        .filter(|p| {
+            let selector = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_selector.clone())
+                .unwrap_or_default();
+            riposte::isolation::selector_matches(&selector, &labels)
+        })
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RIPOSTE_TEST_LOG")
+                .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
