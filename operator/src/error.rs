@@ -10,8 +10,11 @@ pub enum Error {
     #[error("finalizer handling failed: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
-    #[error("status of {0} kept conflicting with concurrent writers")]
-    StatusConflict(String),
+    #[error("{0} kept conflicting with concurrent writers")]
+    Conflict(String),
+
+    #[error("cannot restore {0}")]
+    Restore(String),
 
     #[error("{0} has no namespace")]
     MissingNamespace(String),
@@ -29,7 +32,8 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
-            Error::StatusConflict(_) => "status_conflict",
+            Error::Conflict(_) => "conflict",
+            Error::Restore(_) => "restore",
             Error::MissingNamespace(_) => "missing_namespace",
             Error::LocalControlPlane(_) => "local_control_plane",
             Error::Serve(_) => "serve",

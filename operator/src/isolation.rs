@@ -604,7 +604,7 @@ mod tests {
         let original = policy("allow-web", web, allow_all_ingress());
         let excluded = apply_merge_patch(&original, &exclusion_patch(&original, "iso-1").unwrap());
         let second = pod(&[("app", "web"), (ISOLATED_LABEL, "iso-2")]);
-        let found = defeating_policies(&[excluded.clone()], &second);
+        let found = defeating_policies(std::slice::from_ref(&excluded), &second);
         assert_eq!(
             found.len(),
             1,

@@ -49,6 +49,9 @@ enum Command {
     Run(RunArgs),
     /// Print the CRDs as YAML (the same as the files under crds/).
     Crds,
+    /// Build the local control plane's binaries (etcd, kube-apiserver) unless cached, and
+    /// print where they are.
+    Prepare,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +90,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Prepare => {
+                let dir = local::ensure_binaries().await?;
+                println!("{}", dir.display());
+                Ok(())
+            }
             Command::Crds => {
                 for crd in riposte_crds::crds() {
                     print!("---\n{}", riposte_crds::crd_yaml(&crd));

@@ -8,7 +8,7 @@ use kube::{Api, ResourceExt};
 use riposte_crds::{Alert, AlertStatus, LinkedAction, ResponseAction};
 use serde_json::json;
 
-use super::{Context, MANAGER};
+use super::{Context, MANAGER, forget_failures};
 use crate::error::{Error, Result};
 use crate::metrics::KindLabels;
 
@@ -23,14 +23,22 @@ pub async fn reconcile(alert: Arc<Alert>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(alert.name_any()))?;
     let name = alert.name_any();
-    let actions: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
-    let status = linked_status(&alert, &actions.list(&ListParams::default()).await?.items);
+    let result = sync(&alert, &ctx, &namespace, &name).await;
+    if result.is_ok() {
+        forget_failures(&ctx, "Alert", &format!("{namespace}/{name}"));
+    }
+    result
+}
+
+async fn sync(alert: &Alert, ctx: &Context, namespace: &str, name: &str) -> Result<Action> {
+    let actions: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), namespace);
+    let status = linked_status(alert, &actions.list(&ListParams::default()).await?.items);
     if alert.status.as_ref() != Some(&status) {
         let patch =
             json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "Alert", "status": status });
-        Api::<Alert>::namespaced(ctx.client.clone(), &namespace)
+        Api::<Alert>::namespaced(ctx.client.clone(), namespace)
             .patch_status(
-                &name,
+                name,
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&patch),
             )

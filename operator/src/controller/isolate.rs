@@ -2,6 +2,7 @@
 //! letting traffic through; and undo all of it on release.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -14,13 +15,16 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    CONFLICT_ATTEMPTS, Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, now,
-    record_new_comments, resolve_target, update_status,
+    Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, now, record_new_comments,
+    resolve_target, update_status,
 };
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::isolation::{self, ISOLATED_LABEL};
 use crate::status::{self, condition};
+
+/// Attempts at changing a policy that other isolations change at the same time.
+const POLICY_CONFLICT_ATTEMPTS: usize = 50;
 
 pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     let current = action.status.clone().unwrap_or_default();
@@ -33,10 +37,15 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     if current.phase == Some(Phase::Failed) || (action.spec.dry_run && current.phase.is_some()) {
         return record_new_comments(ctx, action).await;
     }
-    let target = match current.target.clone() {
-        Some(target) => target,
+    // The action as last written: later status writes build on it, not on a stale copy.
+    let written;
+    let (action, target) = match current.target.clone() {
+        Some(target) => (action, target),
         None => match resolve(action, ctx).await? {
-            Resolution::Resolved(target) => target,
+            Resolution::Resolved(updated, target) => {
+                written = updated;
+                (&*written, target)
+            }
             Resolution::Done(next) => return Ok(next),
         },
     };
@@ -57,7 +66,8 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
 }
 
 enum Resolution {
-    Resolved(ResolvedTarget),
+    /// The action as written with its resolved target, and that target.
+    Resolved(Box<ResponseAction>, ResolvedTarget),
     Done(Action),
 }
 
@@ -81,16 +91,14 @@ async fn resolve(action: &ResponseAction, ctx: &Context) -> Result<Resolution> {
     if let Some(other) = pod
         .labels()
         .get(ISOLATED_LABEL)
-        .filter(|other| **other != action.name_any())
+        .filter(|other| **other != action.name_any() && is_active_isolation(ctx, &namespace, other))
     {
-        if is_active_isolation(ctx, &namespace, other) {
-            let message = format!(
-                "pod {pod_name} is already isolated by ResponseAction {other}; release it first"
-            );
-            return fail(ctx, action, Some(&pod), "AlreadyIsolated", message)
-                .await
-                .map(Resolution::Done);
-        }
+        let message = format!(
+            "pod {pod_name} is already isolated by ResponseAction {other}; release it first"
+        );
+        return fail(ctx, action, Some(&pod), "AlreadyIsolated", message)
+            .await
+            .map(Resolution::Done);
     }
     let target = resolve_target(&pod);
     if action.spec.dry_run {
@@ -100,13 +108,13 @@ async fn resolve(action: &ResponseAction, ctx: &Context) -> Result<Resolution> {
     }
     let now = now();
     let described = describe_target(&target);
-    update_status(ctx, action, |s| {
+    let updated = update_status(ctx, action, |s| {
         status::transition(s, Phase::Running, format!("isolating pod {pod_name}"), &now);
         s.target = Some(target.clone());
         status::record(s, "TargetResolved", described.clone(), &now);
     })
     .await?;
-    Ok(Resolution::Resolved(target))
+    Ok(Resolution::Resolved(Box::new(updated), target))
 }
 
 fn is_active_isolation(ctx: &Context, namespace: &str, name: &str) -> bool {
@@ -193,7 +201,7 @@ async fn ensure_isolated(
         let Some(policy) = existing.iter().find(|p| p.name_any() == found.name) else {
             continue;
         };
-        match exclude(&policies, policy.clone(), &name).await? {
+        match patch_policy(&policies, policy.clone(), |p| isolation::exclusion_patch(p, &name)).await? {
             Ok(()) => {
                 if !excluded.contains(&found.name) {
                     excluded.push(found.name);
@@ -216,41 +224,41 @@ async fn ensure_isolated(
     }))
 }
 
-/// Adds the isolation exclusion to an existing policy. The outer error is transient (retry
-/// the reconcile); the inner one says why this policy cannot be handled at all.
-async fn exclude(
+/// Changes an existing policy with a merge patch computed from its freshest version (the
+/// patch carries its resourceVersion). Isolations of one namespace often share a policy and
+/// change it at the same moment, so conflicts are retried after a short random pause that
+/// spreads the writers out. The outer error is transient (retry the reconcile); the inner
+/// one is the apiserver's reason why this policy cannot be changed at all.
+async fn patch_policy(
     api: &Api<NetworkPolicy>,
     mut policy: NetworkPolicy,
-    action_name: &str,
+    patch_for: impl Fn(&NetworkPolicy) -> Option<serde_json::Value>,
 ) -> Result<Result<(), String>> {
-    for _ in 0..CONFLICT_ATTEMPTS {
-        let Some(patch) = isolation::exclusion_patch(&policy, action_name) else {
+    let name = policy.name_any();
+    for _ in 0..POLICY_CONFLICT_ATTEMPTS {
+        let Some(patch) = patch_for(&policy) else {
             return Ok(Ok(()));
         };
         match api
-            .patch(
-                &policy.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => return Ok(Ok(())),
             Err(e) if is_status(&e, 404) => return Ok(Ok(())),
-            Err(e) if is_status(&e, 409) => match api.get_opt(&policy.name_any()).await? {
-                Some(fresh) => policy = fresh,
-                None => return Ok(Ok(())),
-            },
+            Err(e) if is_status(&e, 409) => {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=25))).await;
+                match api.get_opt(&name).await? {
+                    Some(fresh) => policy = fresh,
+                    None => return Ok(Ok(())),
+                }
+            }
             Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
                 return Ok(Err(e.message));
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::StatusConflict(format!(
-        "NetworkPolicy {}",
-        policy.name_any()
-    )))
+    Err(Error::Conflict(format!("NetworkPolicy {name}")))
 }
 
 async fn record_report(
@@ -488,7 +496,14 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
     // exclusion and the status write that records it.
     for policy in policies.list(&ListParams::default()).await?.items {
         if isolation::excluded_for(&policy).contains(&name) {
-            restore(&policies, policy, &name).await?;
+            let policy_name = policy.name_any();
+            if let Err(why) =
+                patch_policy(&policies, policy, |p| isolation::restore_patch(p, &name)).await?
+            {
+                return Err(Error::Restore(format!(
+                    "NetworkPolicy {policy_name}: {why}"
+                )));
+            }
         }
     }
     let Some(target) = action.status.as_ref().and_then(|s| s.target.clone()) else {
@@ -514,38 +529,6 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-async fn restore(
-    api: &Api<NetworkPolicy>,
-    mut policy: NetworkPolicy,
-    action_name: &str,
-) -> Result<()> {
-    for _ in 0..CONFLICT_ATTEMPTS {
-        let Some(patch) = isolation::restore_patch(&policy, action_name) else {
-            return Ok(());
-        };
-        match api
-            .patch(
-                &policy.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, 404) => return Ok(()),
-            Err(e) if is_status(&e, 409) => match api.get_opt(&policy.name_any()).await? {
-                Some(fresh) => policy = fresh,
-                None => return Ok(()),
-            },
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::StatusConflict(format!(
-        "NetworkPolicy {}",
-        policy.name_any()
-    )))
 }
 
 fn namespace_of(action: &ResponseAction) -> Result<String> {

@@ -8,6 +8,8 @@ mod alert;
 mod isolate;
 mod release;
 mod terminate;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,7 +50,7 @@ pub const FINALIZER: &str = "riposte.dev/release-isolation";
 const ISOLATION_RESYNC: Duration = Duration::from_secs(300);
 /// How long an enforcer detection is trusted.
 const ENFORCER_CACHE: Duration = Duration::from_secs(60);
-/// Attempts at a write that conflicts with concurrent writers before requeueing.
+/// Attempts at a status write that conflicts with concurrent writers before requeueing.
 const CONFLICT_ATTEMPTS: usize = 8;
 
 pub struct Context {
@@ -103,7 +105,7 @@ impl Context {
         note: String,
     ) {
         let verb = action.spec.action.to_string();
-        self.publish(action, kind.clone(), reason, &verb, note.clone())
+        self.publish(action, kind, reason, &verb, note.clone())
             .await;
         if let Some(pod) = pod {
             self.publish(
@@ -119,10 +121,9 @@ impl Context {
 
     /// The well-known NetworkPolicy enforcer found in the cluster, if any; cached briefly.
     async fn enforcer(&self) -> Result<Option<String>> {
-        if let Some((at, found)) = self.enforcer.lock().expect("enforcer cache lock").clone() {
-            if at.elapsed() < ENFORCER_CACHE {
-                return Ok(found);
-            }
+        let cached = self.enforcer.lock().expect("enforcer cache lock").clone();
+        if let Some((_, found)) = cached.filter(|(at, _)| at.elapsed() < ENFORCER_CACHE) {
+            return Ok(found);
         }
         let daemonsets = Api::<DaemonSet>::all(self.client.clone())
             .list(&ListParams::default())
@@ -263,10 +264,7 @@ async fn reconcile_action(action: Arc<ResponseAction>, ctx: Arc<Context>) -> Res
         ActionKind::Release => release::apply(&action, &ctx).await,
     };
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .expect("failure counter lock")
-            .remove(&key);
+        forget_failures(&ctx, "ResponseAction", &key);
     }
     result
 }
@@ -307,11 +305,23 @@ fn retry_later(ctx: &Context, kind: &str, key: &str, error: &Error) -> Action {
         })
         .inc();
     let mut failures = ctx.failures.lock().expect("failure counter lock");
-    let count = failures.entry(format!("{kind}:{key}")).or_default();
+    let count = failures.entry(failure_key(kind, key)).or_default();
     let delay = backoff(*count);
     *count = count.saturating_add(1);
     warn!(%key, kind, error = %error, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// Once an object reconciles successfully, its next failure is retried quickly again.
+fn forget_failures(ctx: &Context, kind: &str, key: &str) {
+    ctx.failures
+        .lock()
+        .expect("failure counter lock")
+        .remove(&failure_key(kind, key));
+}
+
+fn failure_key(kind: &str, key: &str) -> String {
+    format!("{kind}:{key}")
 }
 
 /// Writes an action's status: `change` applied to the freshest status, sent with
@@ -361,7 +371,9 @@ async fn update_status(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::StatusConflict(format!("{namespace}/{name}")))
+    Err(Error::Conflict(format!(
+        "the status of ResponseAction {namespace}/{name}"
+    )))
 }
 
 fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseAction) {
@@ -377,14 +389,16 @@ fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseActio
             phase: new.as_str().into(),
         })
         .inc();
-    if new != Phase::Released {
-        if let Some(created) = after.creation_timestamp() {
-            let seconds = now().0.duration_since(created.0).as_secs_f64();
-            ctx.metrics
-                .action_seconds
-                .get_or_create(&ActionLabels { action })
-                .observe(seconds.max(0.0));
-        }
+    // A release ends an isolation long after it took effect: not an action latency.
+    if let Some(created) = after
+        .creation_timestamp()
+        .filter(|_| new != Phase::Released)
+    {
+        let seconds = now().0.duration_since(created.0).as_secs_f64();
+        ctx.metrics
+            .action_seconds
+            .get_or_create(&ActionLabels { action })
+            .observe(seconds.max(0.0));
     }
 }
 

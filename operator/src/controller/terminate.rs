@@ -25,6 +25,8 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
         return record_new_comments(ctx, action).await;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The action as last written: later status writes build on it, not on a stale copy.
+    let mut written = None;
     let target = match current.target {
         Some(target) => target,
         None => {
@@ -55,7 +57,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             // pod or nothing, never a new pod that took its name.
             let now = now();
             let described = describe_target(&target);
-            update_status(ctx, action, |s| {
+            let updated = update_status(ctx, action, |s| {
                 status::transition(
                     s,
                     Phase::Running,
@@ -66,9 +68,11 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
                 status::record(s, "TargetResolved", described.clone(), &now);
             })
             .await?;
+            written = Some(updated);
             target
         }
     };
+    let action = written.as_ref().unwrap_or(action);
     let params = DeleteParams {
         grace_period_seconds: action
             .spec

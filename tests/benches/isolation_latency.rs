@@ -1,0 +1,229 @@
+//! Isolation latency against a real kube-apiserver on loopback: from the creation of an
+//! Isolate ResponseAction to the moment it is seen `Succeeded` with its policy in place,
+//! over many actions on different pods, a fixed number at a time. In the same run, the
+//! floor: the bare API calls an isolation needs, made directly by this process.
+//!
+//! `cargo bench -p riposte-e2e --bench isolation_latency [-- ACTIONS CONCURRENCY]`
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use riposte::isolation::{self, ISOLATED_LABEL};
+use riposte_crds::{Phase, ResponseAction};
+use riposte_e2e::Env;
+use serde_json::json;
+use tokio::sync::{Semaphore, oneshot};
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let actions = args.first().copied().unwrap_or(200);
+    let concurrency = args.get(1).copied().unwrap_or(20);
+    let env = Env::with_operator().await;
+    println!(
+        "isolation latency: {actions} actions, {concurrency} at a time, kube-apiserver on loopback\n"
+    );
+
+    for (scenario, shared_policy) in [
+        ("clean namespace", false),
+        ("namespace-wide allow policy to exclude", true),
+    ] {
+        let ns = if shared_policy {
+            "bench-shared"
+        } else {
+            "bench-clean"
+        };
+        env.namespace(ns).await;
+        if shared_policy {
+            env.apply::<NetworkPolicy>(
+                ns,
+                json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": { "name": "allow-all" },
+                        "spec": { "podSelector": {}, "ingress": [{}] } }),
+            )
+            .await;
+        }
+        for i in 0..actions * 2 {
+            env.pod(ns, &format!("pod-{i}"), &[("app", "web")]).await;
+        }
+        let operator = run_operator_batch(&env, ns, actions, concurrency).await;
+        let floor = run_floor_batch(&env, ns, actions, concurrency).await;
+        report(scenario, &operator, &floor);
+    }
+}
+
+struct Batch {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+/// Creates the actions (on pods 0..n) and waits for each to be seen Succeeded by a watch.
+async fn run_operator_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> Batch {
+    let api: Api<ResponseAction> = env.actions(ns);
+    let waiters: Waiters = Arc::default();
+    let watch_waiters = waiters.clone();
+    let watch_api = api.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(watch_api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(action)) = stream.try_next().await {
+            if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
+                if let Some(tx) = watch_waiters.lock().unwrap().remove(&action.name_any()) {
+                    let _ = tx.send(Instant::now());
+                }
+            } else if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed) {
+                panic!(
+                    "{} failed: {:?}",
+                    action.name_any(),
+                    action.status.unwrap().message
+                );
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (api, gate, waiters) = (api.clone(), gate.clone(), waiters.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.unwrap();
+                let name = format!("iso-{i}");
+                let (tx, rx) = oneshot::channel();
+                waiters.lock().unwrap().insert(name.clone(), tx);
+                let begun = Instant::now();
+                let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
+                                     "spec": { "action": "Isolate", "target": { "pod": format!("pod-{i}") } } });
+                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
+                let done = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("isolated within 60s").unwrap();
+                done - begun
+            })
+        })
+        .collect();
+    let latencies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let wall = start.elapsed();
+    watch.abort();
+    // Every isolation has its policy in place.
+    let policies = env
+        .policies(ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        policies
+            .iter()
+            .filter(|p| isolation::is_managed_by_riposte(p))
+            .count()
+            >= n
+    );
+    Batch { latencies, wall }
+}
+
+/// The bare calls of one isolation, made directly on pods n..2n: read the pod, label it,
+/// apply the isolation policy, list the namespace's policies (and exclude the one that
+/// selects the pod, when there is one), record the result.
+async fn run_floor_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> Batch {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let start = Instant::now();
+    let tasks: Vec<_> = (n..2 * n)
+        .map(|i| {
+            let (client, gate, ns) = (env.client.clone(), gate.clone(), ns.to_owned());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.unwrap();
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+                let actions: Api<ResponseAction> = Api::namespaced(client.clone(), &ns);
+                let name = format!("floor-{i}");
+                let pod_name = format!("pod-{i}");
+                let begun = Instant::now();
+                let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
+                                     "spec": { "action": "Isolate", "target": { "pod": pod_name }, "dryRun": true } });
+                let created = actions.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
+                let pod = pods.get(&pod_name).await.unwrap();
+                let label = json!({ "metadata": { "uid": pod.uid(), "labels": { ISOLATED_LABEL: name } } });
+                let pod = pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+                let policy = isolation::isolation_policy(&created);
+                policies.patch(&policy.name_any(), &PatchParams::apply("bench").force(), &Patch::Apply(&policy)).await.unwrap();
+                let existing = policies.list(&ListParams::default()).await.unwrap().items;
+                for found in isolation::defeating_policies(&existing, &pod) {
+                    let mut current = existing.iter().find(|p| p.name_any() == found.name).unwrap().clone();
+                    while let Some(patch) = isolation::exclusion_patch(&current, &name) {
+                        match policies.patch(&found.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                            Ok(_) => break,
+                            Err(_) => current = policies.get(&found.name).await.unwrap(),
+                        }
+                    }
+                }
+                let status = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
+                                     "status": { "phase": "Succeeded" } });
+                actions.patch_status(&name, &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status)).await.unwrap();
+                begun.elapsed()
+            })
+        })
+        .collect();
+    let latencies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    Batch {
+        latencies,
+        wall: start.elapsed(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(scenario: &str, operator: &Batch, floor: &Batch) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let summarize = |b: &Batch| {
+        let mut sorted = b.latencies.clone();
+        sorted.sort();
+        let total: Duration = sorted.iter().sum();
+        (
+            percentile(&sorted, 50.0),
+            percentile(&sorted, 99.0),
+            total.as_secs_f64() / b.wall.as_secs_f64(),
+        )
+    };
+    let (p50, p99, overlap) = summarize(operator);
+    let (f50, f99, f_overlap) = summarize(floor);
+    println!("scenario: {scenario}");
+    println!(
+        "  riposte  p50 {:7.1} ms   p99 {:7.1} ms   wall {:6.2} s   mean actions in flight {overlap:.1}",
+        ms(p50),
+        ms(p99),
+        operator.wall.as_secs_f64()
+    );
+    println!(
+        "  floor    p50 {:7.1} ms   p99 {:7.1} ms   wall {:6.2} s   mean calls in flight   {f_overlap:.1}",
+        ms(f50),
+        ms(f99),
+        floor.wall.as_secs_f64()
+    );
+    println!(
+        "  ratio    p50 {:.2}x   p99 {:.2}x   (target: p99 within 2x of the floor)\n",
+        ms(p50) / ms(f50),
+        ms(p99) / ms(f99)
+    );
+}
