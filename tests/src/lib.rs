@@ -29,6 +29,8 @@ pub struct Env {
     pub plane: LocalControlPlane,
     pub client: Client,
     operator: Option<JoinHandle<()>>,
+    /// Where the running operator serves /metrics, /healthz and /readyz.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Env {
@@ -47,6 +49,7 @@ impl Env {
             plane,
             client,
             operator: None,
+            metrics_addr: None,
         };
         let out = env.kubectl(&[
             "apply",
@@ -99,9 +102,18 @@ impl Env {
             controller: "riposte".into(),
             instance: Some("riposte-test".into()),
         };
-        self.operator = Some(tokio::spawn(riposte::controller::run(
-            client, guardrails, metrics, reporter, ready,
-        )));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        self.metrics_addr = Some(addr);
+        let server = riposte::http::serve(addr, Arc::new(registry), ready.clone());
+        let controller = riposte::controller::run(client, guardrails, metrics, reporter, ready);
+        self.operator = Some(tokio::spawn(async move {
+            tokio::select! {
+                () = controller => {}
+                served = server => served.expect("the metrics endpoint serves"),
+            }
+        }));
     }
 
     /// Stops the operator abruptly, as a crash would.
@@ -229,6 +241,34 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.stop_operator();
     }
+}
+
+/// A plain HTTP GET against the operator's endpoints: (status code, body); code 0 while
+/// nothing listens yet.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// The guardrails the tests run with: kube-system and riposte-system are protected, and

@@ -5,7 +5,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use riposte_crds::{Alert, Phase};
-use riposte_e2e::{Env, default_guardrails};
+use riposte_e2e::{Env, default_guardrails, http_get};
 use serde_json::json;
 
 #[tokio::test]
@@ -457,5 +457,42 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
             table.contains(expected),
             "`kubectl get riposte -A` shows {expected}:\n{table}"
         );
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_the_operator() {
+    let env = Env::with_operator().await;
+    let addr = env.metrics_addr.unwrap();
+    env.until("/readyz to report synced caches", || async {
+        (http_get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok".to_string()));
+    env.namespace("shop").await;
+    env.pod("shop", "web-1", &[]).await;
+    env.action(
+        "shop",
+        "iso",
+        json!({ "action": "Isolate", "target": { "pod": "web-1" } }),
+    )
+    .await;
+    env.action(
+        "shop",
+        "ghost",
+        json!({ "action": "Terminate", "target": { "pod": "nope" } }),
+    )
+    .await;
+    env.wait_for_phase("shop", "iso", Phase::Succeeded).await;
+    env.wait_for_phase("shop", "ghost", Phase::Failed).await;
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for expected in [
+        r#"riposte_action_outcomes_total{action="Isolate",phase="Succeeded"} 1"#,
+        r#"riposte_action_outcomes_total{action="Terminate",phase="Failed"} 1"#,
+        r#"riposte_action_duration_seconds_count{action="Isolate"} 1"#,
+        r#"riposte_reconciliations_total{kind="ResponseAction"}"#,
+    ] {
+        assert!(body.contains(expected), "/metrics has {expected}:\n{body}");
     }
 }
