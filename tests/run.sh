@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
 # Runs Riposte's whole test suite: formatting, lints, CRD drift, unit and mocked-API tests,
 # and the suites against a real kube-apiserver and etcd. Builds what it needs on first use
-# (etcd, kube-apiserver and Helm from Go modules, cached under ~/.cache/riposte).
+# (etcd, kube-apiserver, Helm and, when missing, kubectl from Go modules, cached under
+# ~/.cache/riposte).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "tests/run.sh: $1 is required: $2" >&2; exit 1; }; }
 need cargo "install Rust with rustup"
 need go "install Go (1.24 or newer)"
-need kubectl "install kubectl (1.32 or newer)"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  kubectl_dir="${RIPOSTE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/riposte}/tools/kubectl-v1.33.13"
+  if [ ! -x "$kubectl_dir/kubectl" ]; then
+    echo "==> building kubectl v1.33.13 (not on PATH)"
+    work=$(mktemp -d)
+    mkdir -p "$kubectl_dir"
+    (
+      cd "$work"
+      printf 'module riposte.dev/kubectl\n\ngo 1.24\n\nrequire k8s.io/kubectl v0.33.13\n' > go.mod
+      printf 'package main\n\nimport (\n\t"os"\n\n\t"k8s.io/component-base/cli"\n\t"k8s.io/kubectl/pkg/cmd"\n)\n\nfunc main() { os.Exit(cli.Run(cmd.NewDefaultKubectlCommand())) }\n' > main.go
+      GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 go mod tidy
+      GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 go build -o "$kubectl_dir/kubectl" .
+    )
+    rm -rf "$work"
+  fi
+  export PATH="$kubectl_dir:$PATH"
+fi
 
 echo "==> formatting and lints"
 cargo fmt --all -- --check
@@ -21,4 +40,7 @@ echo "==> local control plane binaries"
 cargo run --quiet --locked -p riposte -- prepare
 
 echo "==> tests"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
