@@ -22,12 +22,7 @@ use crate::{Phase, catalog};
     printcolumn(name = "Pod", type_ = "string", json_path = ".spec.entities.pod"),
     printcolumn(name = "Detected", type_ = "date", json_path = ".spec.detectedAt"),
     printcolumn(name = "Actions", type_ = "integer", json_path = ".status.actionCount"),
-    printcolumn(
-        name = "Title",
-        type_ = "string",
-        json_path = ".spec.title",
-        priority = 1
-    )
+    printcolumn(name = "Title", type_ = "string", json_path = ".spec.title", priority = 1)
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("an Alert's spec is immutable: a detection is a record of what was seen"))]
 #[serde(rename_all = "camelCase")]
@@ -105,9 +100,7 @@ impl JsonSchema for AlertType {
     }
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 pub enum Severity {
     Informational,
     Low,

@@ -60,14 +60,8 @@ mod tests {
         let ids: std::collections::BTreeSet<_> = entries().iter().map(|e| e.id.as_str()).collect();
         assert_eq!(entries().len(), 58);
         assert_eq!(ids.len(), 58, "alert ids are unique");
-        assert_eq!(
-            lookup("K8S_PrivilegedContainer").unwrap().source,
-            Source::Audit
-        );
-        assert_eq!(
-            lookup("K8S.NODE_ReverseShell").unwrap().source,
-            Source::Runtime
-        );
+        assert_eq!(lookup("K8S_PrivilegedContainer").unwrap().source, Source::Audit);
+        assert_eq!(lookup("K8S.NODE_ReverseShell").unwrap().source, Source::Runtime);
         assert!(lookup("K8S_NoSuchThing").is_none());
     }
 }

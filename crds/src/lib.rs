@@ -10,17 +10,13 @@ pub mod alert;
 pub mod catalog;
 pub mod response_action;
 
-pub use alert::{
-    Alert, AlertSpec, AlertStatus, AlertType, Entities, Evidence, LinkedAction, Severity, Tactic,
-};
+pub use alert::{Alert, AlertSpec, AlertStatus, AlertType, Entities, Evidence, LinkedAction, Severity, Tactic};
 pub use response_action::*;
 
 use kube::CustomResourceExt;
 
 /// Every CRD of Riposte, in the order they are written to `crds/`.
-pub fn crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     vec![ResponseAction::crd(), Alert::crd()]
 }
 

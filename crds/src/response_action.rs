@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The spec fields that may never change after creation. Comments are the only part of the
 /// spec an analyst may add to later, so every other field is listed here and the apiserver
 /// rejects any edit through the rules generated from this list.
-const IMMUTABLE_OPTIONAL_FIELDS: [&str; 5] =
-    ["comment", "alertRef", "isolation", "terminate", "release"];
+const IMMUTABLE_OPTIONAL_FIELDS: [&str; 5] = ["comment", "alertRef", "isolation", "terminate", "release"];
 
 /// A response to a threat, carried out on one pod by the Riposte controller.
 ///
@@ -87,11 +86,7 @@ pub struct ResponseActionSpec {
 fn immutable_fields_rule() -> String {
     IMMUTABLE_OPTIONAL_FIELDS
         .iter()
-        .map(|f| {
-            format!(
-                "(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))"
-            )
-        })
+        .map(|f| format!("(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))"))
         .collect::<Vec<_>>()
         .join(" && ")
 }
@@ -120,10 +115,7 @@ impl std::fmt::Display for ActionKind {
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Name of the pod.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub pod: String,
 }
 
@@ -180,9 +172,7 @@ pub struct AllowedPort {
     pub protocol: Protocol,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum Protocol {
     #[default]
     #[serde(rename = "TCP")]

@@ -48,20 +48,13 @@ mod tests {
 
     fn ds(ns: &str, name: &str, containers: &[&str]) -> DaemonSet {
         DaemonSet {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() },
             spec: Some(DaemonSetSpec {
                 template: PodTemplateSpec {
                     spec: Some(PodSpec {
                         containers: containers
                             .iter()
-                            .map(|c| Container {
-                                name: c.to_string(),
-                                ..Default::default()
-                            })
+                            .map(|c| Container { name: c.to_string(), ..Default::default() })
                             .collect(),
                         ..Default::default()
                     }),
@@ -75,27 +68,14 @@ mod tests {
 
     #[test]
     fn recognises_well_known_enforcers() {
+        assert_eq!(known_enforcer(&[ds("kube-system", "kube-proxy", &["kube-proxy"])]), None);
         assert_eq!(
-            known_enforcer(&[ds("kube-system", "kube-proxy", &["kube-proxy"])]),
-            None
-        );
-        assert_eq!(
-            known_enforcer(&[
-                ds("kube-system", "kube-proxy", &["p"]),
-                ds("calico-system", "calico-node", &["c"])
-            ]),
+            known_enforcer(&[ds("kube-system", "kube-proxy", &["p"]), ds("calico-system", "calico-node", &["c"])]),
             Some("calico-system/calico-node".into())
         );
+        assert_eq!(known_enforcer(&[ds("kube-system", "aws-node", &["aws-node"])]), None);
         assert_eq!(
-            known_enforcer(&[ds("kube-system", "aws-node", &["aws-node"])]),
-            None
-        );
-        assert_eq!(
-            known_enforcer(&[ds(
-                "kube-system",
-                "aws-node",
-                &["aws-node", AWS_POLICY_AGENT]
-            )]),
+            known_enforcer(&[ds("kube-system", "aws-node", &["aws-node", AWS_POLICY_AGENT])]),
             Some("kube-system/aws-node".into())
         );
     }

@@ -18,12 +18,7 @@ pub fn refusal(guardrails: &Guardrails, pod: &Pod) -> Option<String> {
     if guardrails.protected_namespaces.contains(&namespace) {
         return Some(format!(
             "refused: namespace {namespace} is protected (protected namespaces: {})",
-            guardrails
-                .protected_namespaces
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            guardrails.protected_namespaces.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
     if guardrails.own_pod.as_ref() == Some(&(namespace, pod.name_any())) {
@@ -39,11 +34,7 @@ mod tests {
 
     fn pod(ns: &str, name: &str) -> Pod {
         Pod {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() },
             ..Default::default()
         }
     }
@@ -54,16 +45,8 @@ mod tests {
             protected_namespaces: ["kube-system".to_string(), "riposte-system".to_string()].into(),
             own_pod: Some(("ops".into(), "riposte-abc".into())),
         };
-        assert!(
-            refusal(&g, &pod("kube-system", "coredns"))
-                .unwrap()
-                .contains("namespace kube-system is protected")
-        );
-        assert!(
-            refusal(&g, &pod("ops", "riposte-abc"))
-                .unwrap()
-                .contains("own pod")
-        );
+        assert!(refusal(&g, &pod("kube-system", "coredns")).unwrap().contains("namespace kube-system is protected"));
+        assert!(refusal(&g, &pod("ops", "riposte-abc")).unwrap().contains("own pod"));
         assert_eq!(refusal(&g, &pod("ops", "other")), None);
         assert_eq!(refusal(&g, &pod("shop", "web-1")), None);
     }

@@ -27,18 +27,10 @@ pub fn router(registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Router {
         .with_state(Shared { registry, ready })
 }
 
-pub async fn serve(
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(Error::Serve)?;
+pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::Serve)?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(registry, ready))
-        .await
-        .map_err(Error::Serve)
+    axum::serve(listener, router(registry, ready)).await.map_err(Error::Serve)
 }
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
@@ -46,17 +38,10 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.to_string()),
     }
 }
 

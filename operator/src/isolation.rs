@@ -14,12 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use riposte_crds::{AllowList, IsolationOptions, Protocol, ResponseAction};
@@ -67,10 +65,7 @@ pub fn isolation_policy(action: &ResponseAction) -> NetworkPolicy {
             policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
             ingress: Some(
                 allowed_peers(&options.ingress)
-                    .map(|(peers, ports)| NetworkPolicyIngressRule {
-                        from: Some(peers),
-                        ports,
-                    })
+                    .map(|(peers, ports)| NetworkPolicyIngressRule { from: Some(peers), ports })
                     .into_iter()
                     .collect(),
             ),
@@ -81,10 +76,7 @@ pub fn isolation_policy(action: &ResponseAction) -> NetworkPolicy {
 
 fn egress_rules(options: &IsolationOptions) -> Vec<NetworkPolicyEgressRule> {
     let mut rules: Vec<NetworkPolicyEgressRule> = allowed_peers(&options.egress)
-        .map(|(peers, ports)| NetworkPolicyEgressRule {
-            to: Some(peers),
-            ports,
-        })
+        .map(|(peers, ports)| NetworkPolicyEgressRule { to: Some(peers), ports })
         .into_iter()
         .collect();
     if options.allow_dns {
@@ -92,10 +84,7 @@ fn egress_rules(options: &IsolationOptions) -> Vec<NetworkPolicyEgressRule> {
             to: Some(vec![NetworkPolicyPeer {
                 namespace_selector: Some(namespaces_selector(&["kube-system".to_owned()])),
                 pod_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "k8s-app".to_owned(),
-                        "kube-dns".to_owned(),
-                    )])),
+                    match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
                     match_expressions: None,
                 }),
                 ip_block: None,
@@ -107,9 +96,7 @@ fn egress_rules(options: &IsolationOptions) -> Vec<NetworkPolicyEgressRule> {
 }
 
 /// The peers and ports of one allow-list, or nothing when it allows no peer.
-fn allowed_peers(
-    list: &AllowList,
-) -> Option<(Vec<NetworkPolicyPeer>, Option<Vec<NetworkPolicyPort>>)> {
+fn allowed_peers(list: &AllowList) -> Option<(Vec<NetworkPolicyPeer>, Option<Vec<NetworkPolicyPort>>)> {
     let mut peers = Vec::new();
     if !list.namespaces.is_empty() {
         peers.push(NetworkPolicyPeer {
@@ -118,21 +105,13 @@ fn allowed_peers(
         });
     }
     peers.extend(list.cidrs.iter().map(|cidr| NetworkPolicyPeer {
-        ip_block: Some(IPBlock {
-            cidr: cidr.clone(),
-            except: None,
-        }),
+        ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
         ..NetworkPolicyPeer::default()
     }));
     if peers.is_empty() {
         return None;
     }
-    let ports = (!list.ports.is_empty()).then(|| {
-        list.ports
-            .iter()
-            .map(|p| port(p.port, p.protocol))
-            .collect()
-    });
+    let ports = (!list.ports.is_empty()).then(|| list.ports.iter().map(|p| port(p.port, p.protocol)).collect());
     Some((peers, ports))
 }
 
@@ -158,11 +137,7 @@ fn port(number: i32, protocol: Protocol) -> NetworkPolicyPort {
 /// Whether a label selector selects an object with these labels, with Kubernetes' semantics
 /// (an empty selector selects everything).
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_match = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let labels_match = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let expressions_match = selector.match_expressions.iter().flatten().all(|req| {
         let values = req.values.as_deref().unwrap_or_default();
         match (req.operator.as_str(), labels.get(&req.key)) {
@@ -240,10 +215,7 @@ pub fn defeating_policies(policies: &[NetworkPolicy], pod: &Pod) -> Vec<Defeatin
                 expressions.retain(|e| *e != exclusion_requirement());
             }
             let openings = openings(p);
-            (openings.any() && selector_matches(&selector, &labels)).then(|| Defeating {
-                name: p.name_any(),
-                openings,
-            })
+            (openings.any() && selector_matches(&selector, &labels)).then(|| Defeating { name: p.name_any(), openings })
         })
         .collect()
 }
@@ -253,11 +225,7 @@ pub fn is_managed_by_riposte(policy: &NetworkPolicy) -> bool {
 }
 
 fn exclusion_requirement() -> LabelSelectorRequirement {
-    LabelSelectorRequirement {
-        key: ISOLATED_LABEL.to_owned(),
-        operator: "DoesNotExist".to_owned(),
-        values: None,
-    }
+    LabelSelectorRequirement { key: ISOLATED_LABEL.to_owned(), operator: "DoesNotExist".to_owned(), values: None }
 }
 
 /// The isolations recorded on a policy as needing its exclusion.
@@ -265,12 +233,7 @@ pub fn excluded_for(policy: &NetworkPolicy) -> BTreeSet<String> {
     policy
         .annotations()
         .get(EXCLUDED_FOR_ANNOTATION)
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
@@ -323,15 +286,8 @@ pub fn restore_patch(policy: &NetworkPolicy, action_name: &str) -> Option<Value>
     if !holders.is_empty() {
         return Some(json!({ "metadata": metadata }));
     }
-    let remaining: Vec<_> = expressions(policy)
-        .into_iter()
-        .filter(|e| *e != exclusion_requirement())
-        .collect();
-    let expressions = if remaining.is_empty() {
-        Value::Null
-    } else {
-        json!(remaining)
-    };
+    let remaining: Vec<_> = expressions(policy).into_iter().filter(|e| *e != exclusion_requirement()).collect();
+    let expressions = if remaining.is_empty() { Value::Null } else { json!(remaining) };
     Some(json!({
         "metadata": metadata,
         "spec": { "podSelector": { "matchExpressions": expressions } },
@@ -344,42 +300,25 @@ mod tests {
     use riposte_crds::{ActionKind, AllowedPort, ResponseActionSpec, Target};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn pod(pod_labels: &[(&str, &str)]) -> Pod {
         Pod {
-            metadata: ObjectMeta {
-                name: Some("web-1".into()),
-                labels: Some(labels(pod_labels)),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some("web-1".into()), labels: Some(labels(pod_labels)), ..Default::default() },
             ..Default::default()
         }
     }
 
     fn policy(name: &str, selector: LabelSelector, spec: NetworkPolicySpec) -> NetworkPolicy {
         NetworkPolicy {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                resource_version: Some("7".into()),
-                ..Default::default()
-            },
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(selector),
-                ..spec
-            }),
+            metadata: ObjectMeta { name: Some(name.into()), resource_version: Some("7".into()), ..Default::default() },
+            spec: Some(NetworkPolicySpec { pod_selector: Some(selector), ..spec }),
         }
     }
 
     fn allow_all_ingress() -> NetworkPolicySpec {
-        NetworkPolicySpec {
-            ingress: Some(vec![NetworkPolicyIngressRule::default()]),
-            ..Default::default()
-        }
+        NetworkPolicySpec { ingress: Some(vec![NetworkPolicyIngressRule::default()]), ..Default::default() }
     }
 
     fn action(isolation: Option<IsolationOptions>) -> ResponseAction {
@@ -387,9 +326,7 @@ mod tests {
             "iso-1",
             ResponseActionSpec {
                 action: ActionKind::Isolate,
-                target: Target {
-                    pod: "web-1".into(),
-                },
+                target: Target { pod: "web-1".into() },
                 comment: None,
                 alert_ref: None,
                 dry_run: false,
@@ -409,10 +346,7 @@ mod tests {
         let np = isolation_policy(&action(None));
         let spec = np.spec.unwrap();
         assert_eq!(np.metadata.name.as_deref(), Some("riposte-isolate-iso-1"));
-        assert_eq!(
-            spec.policy_types,
-            Some(vec!["Ingress".into(), "Egress".into()])
-        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".into(), "Egress".into()]));
         assert_eq!(spec.ingress, Some(vec![]));
         assert_eq!(spec.egress, Some(vec![]));
         assert_eq!(
@@ -421,10 +355,7 @@ mod tests {
             "selects only the pod labelled for this action, not its siblings"
         );
         let owner = &np.metadata.owner_references.unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str()),
-            ("ResponseAction", "uid-1")
-        );
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("ResponseAction", "uid-1"));
     }
 
     #[test]
@@ -434,10 +365,7 @@ mod tests {
             ingress: AllowList {
                 namespaces: vec!["forensics".into()],
                 cidrs: vec!["10.1.0.0/16".into()],
-                ports: vec![AllowedPort {
-                    port: 22,
-                    protocol: Protocol::Tcp,
-                }],
+                ports: vec![AllowedPort { port: 22, protocol: Protocol::Tcp }],
             },
             egress: AllowList::default(),
         })));
@@ -447,30 +375,14 @@ mod tests {
         let from = ingress[0].from.as_ref().unwrap();
         assert_eq!(from.len(), 2);
         assert_eq!(
-            from[0]
-                .namespace_selector
-                .as_ref()
-                .unwrap()
-                .match_expressions
-                .as_ref()
-                .unwrap()[0]
-                .values,
+            from[0].namespace_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0].values,
             Some(vec!["forensics".to_string()])
         );
         assert_eq!(from[1].ip_block.as_ref().unwrap().cidr, "10.1.0.0/16");
-        assert_eq!(
-            ingress[0].ports.as_ref().unwrap()[0].port,
-            Some(IntOrString::Int(22))
-        );
+        assert_eq!(ingress[0].ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(22)));
         let egress = spec.egress.unwrap();
         assert_eq!(egress.len(), 1, "only DNS is allowed out");
-        let dns_ports: Vec<_> = egress[0]
-            .ports
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|p| p.protocol.clone().unwrap())
-            .collect();
+        let dns_ports: Vec<_> = egress[0].ports.as_ref().unwrap().iter().map(|p| p.protocol.clone().unwrap()).collect();
         assert_eq!(dns_ports, vec!["UDP", "TCP"]);
     }
 
@@ -482,134 +394,67 @@ mod tests {
             operator: op.into(),
             values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
         };
-        let sel = |exprs: Vec<LabelSelectorRequirement>| LabelSelector {
-            match_labels: None,
-            match_expressions: Some(exprs),
-        };
-        assert!(
-            selector_matches(&LabelSelector::default(), &l),
-            "empty selector selects all"
-        );
+        let sel =
+            |exprs: Vec<LabelSelectorRequirement>| LabelSelector { match_labels: None, match_expressions: Some(exprs) };
+        assert!(selector_matches(&LabelSelector::default(), &l), "empty selector selects all");
         assert!(selector_matches(
-            &LabelSelector {
-                match_labels: Some(labels(&[("app", "web")])),
-                match_expressions: None
-            },
+            &LabelSelector { match_labels: Some(labels(&[("app", "web")])), match_expressions: None },
             &l
         ));
         assert!(!selector_matches(
-            &LabelSelector {
-                match_labels: Some(labels(&[("app", "db")])),
-                match_expressions: None
-            },
+            &LabelSelector { match_labels: Some(labels(&[("app", "db")])), match_expressions: None },
             &l
         ));
-        assert!(selector_matches(
-            &sel(vec![req("app", "In", &["web", "api"])]),
-            &l
-        ));
-        assert!(!selector_matches(
-            &sel(vec![req("env", "In", &["prod"])]),
-            &l
-        ));
-        assert!(
-            selector_matches(&sel(vec![req("env", "NotIn", &["prod"])]), &l),
-            "NotIn matches a missing key"
-        );
-        assert!(!selector_matches(
-            &sel(vec![req("app", "NotIn", &["web"])]),
-            &l
-        ));
+        assert!(selector_matches(&sel(vec![req("app", "In", &["web", "api"])]), &l));
+        assert!(!selector_matches(&sel(vec![req("env", "In", &["prod"])]), &l));
+        assert!(selector_matches(&sel(vec![req("env", "NotIn", &["prod"])]), &l), "NotIn matches a missing key");
+        assert!(!selector_matches(&sel(vec![req("app", "NotIn", &["web"])]), &l));
         assert!(selector_matches(&sel(vec![req("tier", "Exists", &[])]), &l));
-        assert!(!selector_matches(
-            &sel(vec![req("tier", "DoesNotExist", &[])]),
-            &l
-        ));
+        assert!(!selector_matches(&sel(vec![req("tier", "DoesNotExist", &[])]), &l));
         assert!(!selector_matches(&sel(vec![req("app", "Gt", &["1"])]), &l));
     }
 
     #[test]
     fn only_selecting_policies_that_allow_traffic_defeat_isolation() {
-        let web = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: None,
-        };
-        let db = LabelSelector {
-            match_labels: Some(labels(&[("app", "db")])),
-            match_expressions: None,
-        };
-        let deny_all = NetworkPolicySpec {
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ..Default::default()
-        };
+        let web = LabelSelector { match_labels: Some(labels(&[("app", "web")])), match_expressions: None };
+        let db = LabelSelector { match_labels: Some(labels(&[("app", "db")])), match_expressions: None };
+        let deny_all =
+            NetworkPolicySpec { policy_types: Some(vec!["Ingress".into(), "Egress".into()]), ..Default::default() };
         let egress_only = NetworkPolicySpec {
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(vec![NetworkPolicyEgressRule::default()]),
             ingress: Some(vec![NetworkPolicyIngressRule::default()]),
             ..Default::default()
         };
-        let mut ours = policy(
-            "riposte-isolate-x",
-            LabelSelector::default(),
-            allow_all_ingress(),
-        );
+        let mut ours = policy("riposte-isolate-x", LabelSelector::default(), allow_all_ingress());
         ours.metadata.labels = Some(labels(&[(MANAGED_BY_LABEL, MANAGED_BY_VALUE)]));
         let policies = vec![
             policy("allow-web", web.clone(), allow_all_ingress()),
             policy("allow-db", db, allow_all_ingress()),
             policy("deny-all", LabelSelector::default(), deny_all),
             policy("egress-web", web, egress_only),
-            policy(
-                "namespace-wide",
-                LabelSelector::default(),
-                allow_all_ingress(),
-            ),
+            policy("namespace-wide", LabelSelector::default(), allow_all_ingress()),
             ours,
         ];
         let found = defeating_policies(&policies, &pod(&[("app", "web")]));
         assert_eq!(
             found,
             vec![
-                Defeating {
-                    name: "allow-web".into(),
-                    openings: Openings {
-                        ingress: true,
-                        egress: false
-                    }
-                },
-                Defeating {
-                    name: "egress-web".into(),
-                    openings: Openings {
-                        ingress: false,
-                        egress: true
-                    }
-                },
-                Defeating {
-                    name: "namespace-wide".into(),
-                    openings: Openings {
-                        ingress: true,
-                        egress: false
-                    }
-                },
+                Defeating { name: "allow-web".into(), openings: Openings { ingress: true, egress: false } },
+                Defeating { name: "egress-web".into(), openings: Openings { ingress: false, egress: true } },
+                Defeating { name: "namespace-wide".into(), openings: Openings { ingress: true, egress: false } },
             ]
         );
     }
 
     #[test]
     fn a_policy_excluded_for_another_isolation_still_counts() {
-        let web = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: None,
-        };
+        let web = LabelSelector { match_labels: Some(labels(&[("app", "web")])), match_expressions: None };
         let original = policy("allow-web", web, allow_all_ingress());
         let excluded = apply_merge_patch(&original, &exclusion_patch(&original, "iso-1").unwrap());
         let second = pod(&[("app", "web"), (ISOLATED_LABEL, "iso-2")]);
         let found = defeating_policies(std::slice::from_ref(&excluded), &second);
-        assert_eq!(
-            found.len(),
-            1,
-            "iso-2 must be recorded, or releasing iso-1 would reopen its pod"
-        );
+        assert_eq!(found.len(), 1, "iso-2 must be recorded, or releasing iso-1 would reopen its pod");
         let shared = apply_merge_patch(&excluded, &exclusion_patch(&excluded, "iso-2").unwrap());
         assert_eq!(excluded_for(&shared).len(), 2);
     }
@@ -619,22 +464,10 @@ mod tests {
         let implicit = policy(
             "p",
             LabelSelector::default(),
-            NetworkPolicySpec {
-                egress: Some(vec![NetworkPolicyEgressRule::default()]),
-                ..Default::default()
-            },
+            NetworkPolicySpec { egress: Some(vec![NetworkPolicyEgressRule::default()]), ..Default::default() },
         );
-        assert_eq!(
-            openings(&implicit),
-            Openings {
-                ingress: false,
-                egress: true
-            }
-        );
-        assert_eq!(
-            openings(&policy("q", LabelSelector::default(), allow_all_ingress())).describe(),
-            "ingress"
-        );
+        assert_eq!(openings(&implicit), Openings { ingress: false, egress: true });
+        assert_eq!(openings(&policy("q", LabelSelector::default(), allow_all_ingress())).describe(), "ingress");
     }
 
     #[test]
@@ -649,30 +482,15 @@ mod tests {
         };
         let original = policy("allow-web", original_selector.clone(), allow_all_ingress());
         let patch = exclusion_patch(&original, "iso-1").unwrap();
-        assert_eq!(
-            patch["metadata"]["resourceVersion"], "7",
-            "optimistic lock on the user's policy"
-        );
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "optimistic lock on the user's policy");
         let excluded = apply_merge_patch(&original, &patch);
         assert!(!selector_matches(
-            excluded
-                .spec
-                .as_ref()
-                .unwrap()
-                .pod_selector
-                .as_ref()
-                .unwrap(),
+            excluded.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(),
             &labels(&[("app", "web"), ("tier", "a"), (ISOLATED_LABEL, "iso-1")])
         ));
         assert!(
             selector_matches(
-                excluded
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .pod_selector
-                    .as_ref()
-                    .unwrap(),
+                excluded.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(),
                 &labels(&[("app", "web"), ("tier", "a")])
             ),
             "siblings stay selected"
@@ -681,28 +499,18 @@ mod tests {
 
         // A second isolation shares the exclusion; the first release keeps it.
         let shared = apply_merge_patch(&excluded, &exclusion_patch(&excluded, "iso-2").unwrap());
-        assert_eq!(
-            excluded_for(&shared),
-            BTreeSet::from(["iso-1".to_string(), "iso-2".to_string()])
-        );
+        assert_eq!(excluded_for(&shared), BTreeSet::from(["iso-1".to_string(), "iso-2".to_string()]));
         let after_first = apply_merge_patch(&shared, &restore_patch(&shared, "iso-1").unwrap());
         assert_eq!(expressions(&after_first).len(), 2);
         assert_eq!(restore_patch(&after_first, "iso-1"), None);
-        let restored =
-            apply_merge_patch(&after_first, &restore_patch(&after_first, "iso-2").unwrap());
-        assert_eq!(
-            restored.spec.unwrap().pod_selector.unwrap(),
-            original_selector
-        );
+        let restored = apply_merge_patch(&after_first, &restore_patch(&after_first, "iso-2").unwrap());
+        assert_eq!(restored.spec.unwrap().pod_selector.unwrap(), original_selector);
         assert!(restored.metadata.annotations.unwrap_or_default().is_empty());
     }
 
     #[test]
     fn restore_removes_match_expressions_that_were_absent() {
-        let web = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: None,
-        };
+        let web = LabelSelector { match_labels: Some(labels(&[("app", "web")])), match_expressions: None };
         let original = policy("allow-web", web.clone(), allow_all_ingress());
         let excluded = apply_merge_patch(&original, &exclusion_patch(&original, "iso-1").unwrap());
         let restored = apply_merge_patch(&excluded, &restore_patch(&excluded, "iso-1").unwrap());
@@ -730,14 +538,8 @@ mod tests {
         }
         let mut value = serde_json::to_value(policy).unwrap();
         merge(&mut value, patch);
-        if value["metadata"]["annotations"]
-            .as_object()
-            .is_some_and(|a| a.is_empty())
-        {
-            value["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .remove("annotations");
+        if value["metadata"]["annotations"].as_object().is_some_and(|a| a.is_empty()) {
+            value["metadata"].as_object_mut().unwrap().remove("annotations");
         }
         serde_json::from_value(value).unwrap()
     }

@@ -54,30 +54,18 @@ pub struct LocalControlPlane {
 impl LocalControlPlane {
     pub async fn start(options: Options) -> Result<Self> {
         let bin = ensure_binaries().await?;
-        let dir = std::env::temp_dir().join(format!(
-            "riposte-cp-{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
-        std::fs::create_dir_all(dir.join("certs"))
-            .map_err(io("create the control plane directory"))?;
+        let dir = std::env::temp_dir().join(format!("riposte-cp-{}-{}", std::process::id(), unique_suffix()));
+        std::fs::create_dir_all(dir.join("certs")).map_err(io("create the control plane directory"))?;
 
         let admin_token = random_token();
         let mut tokens = format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n");
         for user in &options.users {
-            tokens.push_str(&format!(
-                "{},{},{},\"{}\"\n",
-                user.token,
-                user.name,
-                user.name,
-                user.groups.join(",")
-            ));
+            tokens.push_str(&format!("{},{},{},\"{}\"\n", user.token, user.name, user.name, user.groups.join(",")));
         }
         std::fs::write(dir.join("tokens.csv"), tokens).map_err(io("write the token file"))?;
-        let signing_key = rcgen::KeyPair::generate()
-            .map_err(|e| Error::LocalControlPlane(format!("service account key: {e}")))?;
-        std::fs::write(dir.join("sa.key"), signing_key.serialize_pem())
-            .map_err(io("write the service account key"))?;
+        let signing_key =
+            rcgen::KeyPair::generate().map_err(|e| Error::LocalControlPlane(format!("service account key: {e}")))?;
+        std::fs::write(dir.join("sa.key"), signing_key.serialize_pem()).map_err(io("write the service account key"))?;
         std::fs::write(dir.join("sa.pub"), signing_key.public_key_pem())
             .map_err(io("write the service account key"))?;
 
@@ -109,23 +97,14 @@ impl LocalControlPlane {
             "--authorization-mode=RBAC".into(),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-            format!(
-                "--service-account-key-file={}",
-                dir.join("sa.pub").display()
-            ),
-            format!(
-                "--service-account-signing-key-file={}",
-                dir.join("sa.key").display()
-            ),
+            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+            format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
             // No controller-manager creates the default ServiceAccounts that this plugin wants.
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
         ];
         args.extend(options.extraapiserver_args.iter().cloned());
-        let apiserver = spawn(
-            Command::new(bin.join("kube-apiserver")).args(&args),
-            &dir.join("kube-apiserver.log"),
-        )?;
+        let apiserver = spawn(Command::new(bin.join("kube-apiserver")).args(&args), &dir.join("kube-apiserver.log"))?;
 
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
@@ -151,16 +130,11 @@ impl LocalControlPlane {
             self.check_alive_within(deadline, "kube-apiserver to listen")?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        std::fs::write(
-            &self.kubeconfig,
-            self.kubeconfig_for(ADMIN_USER, &self.admin_token),
-        )
-        .map_err(io("write the kubeconfig"))?;
+        std::fs::write(&self.kubeconfig, self.kubeconfig_for(ADMIN_USER, &self.admin_token))
+            .map_err(io("write the kubeconfig"))?;
         let client = self.client().await?;
         loop {
-            let request = ::http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("a static request is valid");
+            let request = ::http::Request::get("/readyz").body(Vec::new()).expect("a static request is valid");
             match client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 _ => self.check_alive_within(deadline, "kube-apiserver to become ready")?,
@@ -181,14 +155,7 @@ impl LocalControlPlane {
         }
         let tail = |f: &str| {
             let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-            text.lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
+            text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
         };
         Err(Error::LocalControlPlane(format!(
             "{} while waiting for {waiting_for}\n--- etcd.log ---\n{}\n--- kube-apiserver.log ---\n{}",
@@ -244,12 +211,8 @@ impl Drop for LocalControlPlane {
 pub async fn install_crds(client: &Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in riposte_crds::crds() {
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply(crate::controller::MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+        api.patch(&crd.name_any(), &PatchParams::apply(crate::controller::MANAGER).force(), &Patch::Apply(&crd))
+            .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     for crd in riposte_crds::crds() {
@@ -265,10 +228,7 @@ pub async fn install_crds(client: &Client) -> Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::LocalControlPlane(format!(
-                    "CRD {} did not become established",
-                    crd.name_any()
-                )));
+                return Err(Error::LocalControlPlane(format!("CRD {} did not become established", crd.name_any())));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -300,11 +260,7 @@ pub async fn ensure_binaries() -> Result<PathBuf> {
     std::fs::write(&script, BUILD_SCRIPT).map_err(io("write the build script"))?;
     let status = Command::new("bash")
         .arg(&script)
-        .args([
-            bin.as_os_str(),
-            KUBERNETES_VERSION.as_ref(),
-            ETCD_VERSION.as_ref(),
-        ])
+        .args([bin.as_os_str(), KUBERNETES_VERSION.as_ref(), ETCD_VERSION.as_ref()])
         .stdin(Stdio::null())
         .status()
         .await
@@ -331,26 +287,18 @@ fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
 
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("find a free port"))?
-        .port())
+    Ok(listener.local_addr().map_err(io("find a free port"))?.port())
 }
 
 fn random_token() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom is readable");
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("/dev/urandom is readable");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {

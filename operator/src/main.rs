@@ -18,22 +18,12 @@ use riposte::metrics::Metrics;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(
-    name = "riposte",
-    version,
-    about = "Kubernetes threat response: isolate, terminate and release pods"
-)]
+#[command(name = "riposte", version, about = "Kubernetes threat response: isolate, terminate and release pods")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "RIPOSTE_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "RIPOSTE_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
@@ -62,12 +52,7 @@ struct RunArgs {
     local: bool,
     /// Namespaces where no pod is ever isolated or terminated; the operator's own namespace
     /// is always added.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kube-system",
-        env = "RIPOSTE_PROTECTED_NAMESPACES"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "kube-system", env = "RIPOSTE_PROTECTED_NAMESPACES")]
     protected_namespaces: Vec<String>,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8080", env = "RIPOSTE_METRICS_ADDR")]
@@ -83,10 +68,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
@@ -119,32 +101,21 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         match Client::try_default().await {
             Ok(client) => (client, None),
             Err(e) => {
-                warn!(
-                    "no cluster configuration found ({e}); starting a local control plane instead"
-                );
+                warn!("no cluster configuration found ({e}); starting a local control plane instead");
                 start_local().await?
             }
         }
     };
-    let mut protected: BTreeSet<String> = args
-        .protected_namespaces
-        .into_iter()
-        .filter(|n| !n.is_empty())
-        .collect();
+    let mut protected: BTreeSet<String> = args.protected_namespaces.into_iter().filter(|n| !n.is_empty()).collect();
     protected.extend(args.pod_namespace.clone());
-    let guardrails = Guardrails {
-        protected_namespaces: protected,
-        own_pod: args.pod_namespace.clone().zip(args.pod_name.clone()),
-    };
+    let guardrails =
+        Guardrails { protected_namespaces: protected, own_pod: args.pod_namespace.clone().zip(args.pod_name.clone()) };
     info!(protected = ?guardrails.protected_namespaces, "guardrails");
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
-    let reporter = Reporter {
-        controller: "riposte".into(),
-        instance: args.pod_name.clone(),
-    };
+    let reporter = Reporter { controller: "riposte".into(), instance: args.pod_name.clone() };
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready.clone());
     tokio::select! {
         () = riposte::controller::run(client, guardrails, metrics, reporter, ready) => Ok(()),

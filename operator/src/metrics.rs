@@ -41,9 +41,7 @@ impl Metrics {
             reconciliations: Family::default(),
             failures: Family::default(),
             outcomes: Family::default(),
-            action_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 14))
-            }),
+            action_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
         };
         registry.register(
             "riposte_reconciliations",

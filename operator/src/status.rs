@@ -45,23 +45,10 @@ pub fn set_condition(
 
 /// Appends a history entry unless the same event with the same message is already there:
 /// a step repeated after a crash or a conflict is recorded once.
-pub fn record(
-    status: &mut ResponseActionStatus,
-    event: &str,
-    message: impl Into<String>,
-    now: &Time,
-) {
+pub fn record(status: &mut ResponseActionStatus, event: &str, message: impl Into<String>, now: &Time) {
     let message = message.into();
-    if !status
-        .history
-        .iter()
-        .any(|h| h.event == event && h.message == message)
-    {
-        status.history.push(HistoryEntry {
-            time: now.clone(),
-            event: event.to_owned(),
-            message,
-        });
+    if !status.history.iter().any(|h| h.event == event && h.message == message) {
+        status.history.push(HistoryEntry { time: now.clone(), event: event.to_owned(), message });
     }
 }
 
@@ -70,11 +57,7 @@ pub const COMMENT_EVENT: &str = "Comment";
 /// Copies the comments not yet in the history into it, in order, with their own time when
 /// they carry one. Comments are append-only, so the count already recorded tells which are new.
 pub fn record_comments(spec: &ResponseActionSpec, status: &mut ResponseActionStatus, now: &Time) {
-    let recorded = status
-        .history
-        .iter()
-        .filter(|h| h.event == COMMENT_EVENT)
-        .count();
+    let recorded = status.history.iter().filter(|h| h.event == COMMENT_EVENT).count();
     for comment in spec.comments.iter().skip(recorded) {
         status.history.push(HistoryEntry {
             time: comment.time.clone().unwrap_or_else(|| now.clone()),
@@ -85,12 +68,7 @@ pub fn record_comments(spec: &ResponseActionSpec, status: &mut ResponseActionSta
 }
 
 /// Moves to `phase` with a one-line message, stamping start and completion times.
-pub fn transition(
-    status: &mut ResponseActionStatus,
-    phase: Phase,
-    message: impl Into<String>,
-    now: &Time,
-) {
+pub fn transition(status: &mut ResponseActionStatus, phase: Phase, message: impl Into<String>, now: &Time) {
     status.start_time.get_or_insert_with(|| now.clone());
     if phase.is_terminal() && status.phase != Some(phase) {
         status.completion_time = Some(now.clone());
@@ -112,36 +90,12 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_status_holds() {
         let mut c = Vec::new();
-        set_condition(
-            &mut c,
-            "Isolated",
-            "True",
-            "PolicyApplied",
-            "a",
-            Some(1),
-            &at(0),
-        );
-        set_condition(
-            &mut c,
-            "Isolated",
-            "True",
-            "PolicyApplied",
-            "b",
-            Some(2),
-            &at(10),
-        );
+        set_condition(&mut c, "Isolated", "True", "PolicyApplied", "a", Some(1), &at(0));
+        set_condition(&mut c, "Isolated", "True", "PolicyApplied", "b", Some(2), &at(10));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, at(0));
         assert_eq!(c[0].message, "b");
-        set_condition(
-            &mut c,
-            "Isolated",
-            "False",
-            "DefeatedByPolicy",
-            "c",
-            Some(2),
-            &at(20),
-        );
+        set_condition(&mut c, "Isolated", "False", "DefeatedByPolicy", "c", Some(2), &at(20));
         assert_eq!(c[0].last_transition_time, at(20));
     }
 
@@ -166,23 +120,14 @@ mod tests {
             isolation: None,
             terminate: None,
             release: None,
-            comments: vec![ActionComment {
-                message: "first".into(),
-                time: Some(at(1)),
-            }],
+            comments: vec![ActionComment { message: "first".into(), time: Some(at(1)) }],
         };
         let mut s = ResponseActionStatus::default();
         record(&mut s, "TargetResolved", "pod p", &at(0));
         record_comments(&spec, &mut s, &at(2));
         record_comments(&spec, &mut s, &at(3));
-        spec.comments.push(ActionComment {
-            message: "same text".into(),
-            time: None,
-        });
-        spec.comments.push(ActionComment {
-            message: "same text".into(),
-            time: None,
-        });
+        spec.comments.push(ActionComment { message: "same text".into(), time: None });
+        spec.comments.push(ActionComment { message: "same text".into(), time: None });
         record_comments(&spec, &mut s, &at(4));
         let comments: Vec<_> = s
             .history
@@ -190,27 +135,18 @@ mod tests {
             .filter(|h| h.event == COMMENT_EVENT)
             .map(|h| (h.message.as_str(), h.time.clone()))
             .collect();
-        assert_eq!(
-            comments,
-            vec![("first", at(1)), ("same text", at(4)), ("same text", at(4))]
-        );
+        assert_eq!(comments, vec![("first", at(1)), ("same text", at(4)), ("same text", at(4))]);
     }
 
     #[test]
     fn completion_time_is_set_once_on_reaching_a_terminal_phase() {
         let mut s = ResponseActionStatus::default();
         transition(&mut s, Phase::Running, "working", &at(0));
-        assert_eq!(
-            (s.start_time.clone(), s.completion_time.clone()),
-            (Some(at(0)), None)
-        );
+        assert_eq!((s.start_time.clone(), s.completion_time.clone()), (Some(at(0)), None));
         transition(&mut s, Phase::Succeeded, "done", &at(5));
         transition(&mut s, Phase::Succeeded, "still done", &at(9));
         assert_eq!(s.completion_time, Some(at(5)));
         transition(&mut s, Phase::Released, "released", &at(20));
-        assert_eq!(
-            (s.start_time.clone(), s.completion_time.clone()),
-            (Some(at(0)), Some(at(20)))
-        );
+        assert_eq!((s.start_time.clone(), s.completion_time.clone()), (Some(at(0)), Some(at(20))));
     }
 }

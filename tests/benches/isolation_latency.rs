@@ -25,26 +25,14 @@ type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let actions = args.first().copied().unwrap_or(200);
     let concurrency = args.get(1).copied().unwrap_or(20);
     let env = Env::with_operator().await;
-    println!(
-        "isolation latency: {actions} actions, {concurrency} at a time, kube-apiserver on loopback\n"
-    );
+    println!("isolation latency: {actions} actions, {concurrency} at a time, kube-apiserver on loopback\n");
 
-    for (scenario, shared_policy) in [
-        ("clean namespace", false),
-        ("namespace-wide allow policy to exclude", true),
-    ] {
-        let ns = if shared_policy {
-            "bench-shared"
-        } else {
-            "bench-clean"
-        };
+    for (scenario, shared_policy) in [("clean namespace", false), ("namespace-wide allow policy to exclude", true)] {
+        let ns = if shared_policy { "bench-shared" } else { "bench-clean" };
         env.namespace(ns).await;
         if shared_policy {
             env.apply::<NetworkPolicy>(
@@ -75,20 +63,14 @@ async fn run_operator_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -
     let watch_waiters = waiters.clone();
     let watch_api = api.clone();
     let watch = tokio::spawn(async move {
-        let mut stream = watcher(watch_api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
+        let mut stream = watcher(watch_api, watcher::Config::default()).applied_objects().boxed();
         while let Ok(Some(action)) = stream.try_next().await {
             if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
                 if let Some(tx) = watch_waiters.lock().unwrap().remove(&action.name_any()) {
                     let _ = tx.send(Instant::now());
                 }
             } else if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed) {
-                panic!(
-                    "{} failed: {:?}",
-                    action.name_any(),
-                    action.status.unwrap().message
-                );
+                panic!("{} failed: {:?}", action.name_any(), action.status.unwrap().message);
             }
         }
     });
@@ -112,27 +94,12 @@ async fn run_operator_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -
             })
         })
         .collect();
-    let latencies = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let wall = start.elapsed();
     watch.abort();
     // Every isolation has its policy in place.
-    let policies = env
-        .policies(ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    assert!(
-        policies
-            .iter()
-            .filter(|p| isolation::is_managed_by_riposte(p))
-            .count()
-            >= n
-    );
+    let policies = env.policies(ns).list(&ListParams::default()).await.unwrap().items;
+    assert!(policies.iter().filter(|p| isolation::is_managed_by_riposte(p)).count() >= n);
     Batch { latencies, wall }
 }
 
@@ -178,15 +145,8 @@ async fn run_floor_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> B
             })
         })
         .collect();
-    let latencies = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    Batch {
-        latencies,
-        wall: start.elapsed(),
-    }
+    let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    Batch { latencies, wall: start.elapsed() }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -200,11 +160,7 @@ fn report(scenario: &str, operator: &Batch, floor: &Batch) {
         let mut sorted = b.latencies.clone();
         sorted.sort();
         let total: Duration = sorted.iter().sum();
-        (
-            percentile(&sorted, 50.0),
-            percentile(&sorted, 99.0),
-            total.as_secs_f64() / b.wall.as_secs_f64(),
-        )
+        (percentile(&sorted, 50.0), percentile(&sorted, 99.0), total.as_secs_f64() / b.wall.as_secs_f64())
     };
     let (p50, p99, overlap) = summarize(operator);
     let (f50, f99, f_overlap) = summarize(floor);

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use riposte::guard::Guardrails;
 use riposte::local::{self, LocalControlPlane, Options};
 use riposte::metrics::Metrics;
-use riposte_crds::{Phase, ResponseAction};
+use riposte_crds::{Phase, ResponseAction, ResponseActionStatus};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -41,27 +41,11 @@ impl Env {
 
     pub async fn start_with(options: Options) -> Env {
         init_logging();
-        let plane = LocalControlPlane::start(options)
-            .await
-            .expect("local control plane starts");
+        let plane = LocalControlPlane::start(options).await.expect("local control plane starts");
         let client = plane.client().await.expect("admin client");
-        let env = Env {
-            plane,
-            client,
-            operator: None,
-            metrics_addr: None,
-        };
-        let out = env.kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            &repo_path("crds").display().to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "kubectl apply -f crds/ failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let env = Env { plane, client, operator: None, metrics_addr: None };
+        let out = env.kubectl(&["apply", "--server-side", "-f", &repo_path("crds").display().to_string()]);
+        assert!(out.status.success(), "kubectl apply -f crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
         env.wait_for_crds().await;
         env
     }
@@ -78,14 +62,8 @@ impl Env {
         eventually("CRDs to be served", || {
             let client = client.clone();
             async move {
-                let ok_actions = Api::<ResponseAction>::all(client.clone())
-                    .list(&Default::default())
-                    .await
-                    .is_ok();
-                let ok_alerts = Api::<riposte_crds::Alert>::all(client)
-                    .list(&Default::default())
-                    .await
-                    .is_ok();
+                let ok_actions = Api::<ResponseAction>::all(client.clone()).list(&Default::default()).await.is_ok();
+                let ok_alerts = Api::<riposte_crds::Alert>::all(client).list(&Default::default()).await.is_ok();
                 (ok_actions && ok_alerts).then_some(())
             }
         })
@@ -98,10 +76,7 @@ impl Env {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let ready = Arc::new(AtomicBool::new(false));
-        let reporter = Reporter {
-            controller: "riposte".into(),
-            instance: Some("riposte-test".into()),
-        };
+        let reporter = Reporter { controller: "riposte".into(), instance: Some("riposte-test".into()) };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let addr = listener.local_addr().unwrap();
         drop(listener);
@@ -134,8 +109,7 @@ impl Env {
     }
 
     pub async fn namespace(&self, name: &str) {
-        let ns: Namespace =
-            serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
         Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)
             .await
@@ -144,19 +118,13 @@ impl Env {
 
     /// Creates a pod (never scheduled: there are no nodes).
     pub async fn pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
-        let labels: BTreeMap<_, _> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let labels: BTreeMap<_, _> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let pod: Pod = serde_json::from_value(json!({
             "metadata": { "name": name, "labels": labels },
             "spec": { "containers": [{ "name": "app", "image": "nginx:1.27" }] },
         }))
         .unwrap();
-        self.pods(namespace)
-            .create(&PostParams::default(), &pod)
-            .await
-            .expect("pod created")
+        self.pods(namespace).create(&PostParams::default(), &pod).await.expect("pod created")
     }
 
     pub fn pods(&self, namespace: &str) -> Api<Pod> {
@@ -180,16 +148,9 @@ impl Env {
             + serde::Serialize
             + std::fmt::Debug,
     {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .expect("object has a name")
-            .to_owned();
+        let name = object["metadata"]["name"].as_str().expect("object has a name").to_owned();
         Api::<K>::namespaced(self.client.clone(), namespace)
-            .patch(
-                &name,
-                &PatchParams::apply("riposte-tests").force(),
-                &Patch::Apply(&object),
-            )
+            .patch(&name, &PatchParams::apply("riposte-tests").force(), &Patch::Apply(&object))
             .await
             .unwrap_or_else(|e| panic!("applying {name} failed: {e}"))
     }
@@ -200,24 +161,22 @@ impl Env {
             .await
     }
 
+    /// Creates a ResponseAction, waits until it reaches `phase`, and returns its status.
+    pub async fn run_action(&self, namespace: &str, name: &str, spec: Value, phase: Phase) -> ResponseActionStatus {
+        self.action(namespace, name, spec).await;
+        self.wait_for_phase(namespace, name, phase).await.status.expect("a reconciled action has a status")
+    }
+
     /// Waits until the action reaches `phase`, and returns it.
-    pub async fn wait_for_phase(
-        &self,
-        namespace: &str,
-        name: &str,
-        phase: Phase,
-    ) -> ResponseAction {
+    pub async fn wait_for_phase(&self, namespace: &str, name: &str, phase: Phase) -> ResponseAction {
         let api = self.actions(namespace);
         let last = std::sync::Mutex::new(None);
-        let found = eventually_or(
-            &format!("ResponseAction {namespace}/{name} to reach {phase:?}"),
-            || async {
-                let action = api.get_opt(name).await.ok().flatten()?;
-                let reached = action.status.as_ref().and_then(|s| s.phase) == Some(phase);
-                *last.lock().unwrap() = Some(action.clone());
-                reached.then_some(action)
-            },
-        )
+        let found = eventually_or(&format!("ResponseAction {namespace}/{name} to reach {phase:?}"), || async {
+            let action = api.get_opt(name).await.ok().flatten()?;
+            let reached = action.status.as_ref().and_then(|s| s.phase) == Some(phase);
+            *last.lock().unwrap() = Some(action.clone());
+            reached.then_some(action)
+        })
         .await;
         found.unwrap_or_else(|| {
             panic!(
@@ -251,23 +210,13 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         return (0, String::new());
     };
     stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (code, body)
 }
 
@@ -286,9 +235,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    eventually_or(what, check)
-        .await
-        .unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}"))
+    eventually_or(what, check).await.unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}"))
 }
 
 async fn eventually_or<T, F, Fut>(_what: &str, mut check: F) -> Option<T>
@@ -310,10 +257,7 @@ where
 
 /// A path inside the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").join(relative)
 }
 
 pub fn kubectl_with(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
@@ -331,22 +275,13 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Ou
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("KUBECACHEDIR", &cache)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl is installed");
     if let Some(input) = input {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     let output = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(cache);
@@ -355,12 +290,10 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Ou
 
 /// Helm, built from Go modules into the cache at the version in `tests/tools/helm-version`.
 pub fn helm() -> PathBuf {
-    let version = std::fs::read_to_string(repo_path("tests/tools/helm-version"))
-        .expect("tests/tools/helm-version exists");
+    let version =
+        std::fs::read_to_string(repo_path("tests/tools/helm-version")).expect("tests/tools/helm-version exists");
     let version = version.trim();
-    let dir = local::cache_dir()
-        .join("tools")
-        .join(format!("helm-{version}"));
+    let dir = local::cache_dir().join("tools").join(format!("helm-{version}"));
     let binary = dir.join("helm");
     if !binary.exists() {
         eprintln!("building helm {version} (first time only)");
@@ -382,11 +315,7 @@ pub fn selecting(policies: &[NetworkPolicy], pod: &Pod) -> Vec<String> {
     let mut names: Vec<String> = policies
         .iter()
         .filter(|p| {
-            let selector = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.pod_selector.clone())
-                .unwrap_or_default();
+            let selector = p.spec.as_ref().and_then(|s| s.pod_selector.clone()).unwrap_or_default();
             riposte::isolation::selector_matches(&selector, &labels)
         })
         .map(|p| p.name_any())
@@ -398,8 +327,7 @@ pub fn selecting(policies: &[NetworkPolicy], pod: &Pod) -> Vec<String> {
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            std::env::var("RIPOSTE_TEST_LOG")
-                .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
+            std::env::var("RIPOSTE_TEST_LOG").unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
         )
         .with_test_writer()
         .try_init();

@@ -21,45 +21,16 @@ async fn terminate_deletes_the_targeted_pod_and_names_its_owner() {
         "spec": { "containers": [{ "name": "app", "image": "nginx:1.27" }] },
     }))
     .unwrap();
-    let pod = env
-        .pods("shop")
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
+    let pod = env.pods("shop").create(&PostParams::default(), &pod).await.unwrap();
     env.pod("shop", "bystander", &[("app", "web")]).await;
-    env.action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-7d9f-abcde" }, "terminate": { "gracePeriodSeconds": 0 } }))
-        .await;
-    let done = env
-        .wait_for_phase("shop", "kill", Phase::Succeeded)
-        .await
-        .status
-        .unwrap();
-    assert!(
-        env.pods("shop")
-            .get_opt("web-7d9f-abcde")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        env.pods("shop")
-            .get_opt("bystander")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let done = env.run_action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-7d9f-abcde" }, "terminate": { "gracePeriodSeconds": 0 } }), Phase::Succeeded).await;
+    assert!(env.pods("shop").get_opt("web-7d9f-abcde").await.unwrap().is_none());
+    assert!(env.pods("shop").get_opt("bystander").await.unwrap().is_some());
     let target = done.target.unwrap();
     assert_eq!(target.uid, pod.uid().unwrap());
     let owner = target.owner.unwrap();
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("ReplicaSet", "web-7d9f")
-    );
-    assert!(
-        done.message
-            .unwrap()
-            .ends_with("its ReplicaSet web-7d9f will create a replacement")
-    );
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", "web-7d9f"));
+    assert!(done.message.unwrap().ends_with("its ReplicaSet web-7d9f will create a replacement"));
     assert!(done.completion_time.is_some() && done.start_time.is_some());
 }
 
@@ -70,48 +41,23 @@ async fn a_pod_recreated_under_the_same_name_is_never_terminated() {
     let mut env = Env::start().await;
     env.namespace("shop").await;
     let old = env.pod("shop", "web-1", &[("app", "web")]).await;
-    let action = env
-        .action(
-            "shop",
-            "kill",
-            json!({ "action": "Terminate", "target": { "pod": "web-1" } }),
-        )
-        .await;
+    let action = env.action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-1" } })).await;
     let status = json!({
         "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": "kill" },
         "status": { "phase": "Running", "target": { "pod": "web-1", "uid": old.uid().unwrap() } },
     });
     env.actions("shop")
-        .patch_status(
-            &action.name_any(),
-            &PatchParams::apply("riposte").force(),
-            &Patch::Apply(&status),
-        )
+        .patch_status(&action.name_any(), &PatchParams::apply("riposte").force(), &Patch::Apply(&status))
         .await
         .unwrap();
-    env.pods("shop")
-        .delete("web-1", &Default::default())
-        .await
-        .unwrap();
+    env.pods("shop").delete("web-1", &Default::default()).await.unwrap();
     let new = env.pod("shop", "web-1", &[("app", "web")]).await;
     assert_ne!(new.uid(), old.uid());
 
     env.run_operator(env.client.clone(), default_guardrails());
-    let done = env
-        .wait_for_phase("shop", "kill", Phase::Succeeded)
-        .await
-        .status
-        .unwrap();
-    assert!(
-        done.message
-            .unwrap()
-            .contains("a newer pod with the same name was left alone")
-    );
-    assert_eq!(
-        env.pods("shop").get("web-1").await.unwrap().uid(),
-        new.uid(),
-        "the new pod is untouched"
-    );
+    let done = env.wait_for_phase("shop", "kill", Phase::Succeeded).await.status.unwrap();
+    assert!(done.message.unwrap().contains("a newer pod with the same name was left alone"));
+    assert_eq!(env.pods("shop").get("web-1").await.unwrap().uid(), new.uid(), "the new pod is untouched");
 }
 
 #[tokio::test]
@@ -119,77 +65,37 @@ async fn missing_targets_and_protected_pods_fail_with_a_clear_reason() {
     let env = Env::with_operator().await;
     env.namespace("shop").await;
     env.namespace("riposte-system").await;
-    env.pod("riposte-system", "riposte-0", &[("app", "riposte")])
-        .await;
-    env.pod("kube-system", "coredns-1", &[("k8s-app", "kube-dns")])
-        .await;
+    env.pod("riposte-system", "riposte-0", &[("app", "riposte")]).await;
+    env.pod("kube-system", "coredns-1", &[("k8s-app", "kube-dns")]).await;
 
-    env.action(
-        "shop",
-        "ghost",
-        json!({ "action": "Isolate", "target": { "pod": "nope" } }),
-    )
-    .await;
     let ghost = env
-        .wait_for_phase("shop", "ghost", Phase::Failed)
-        .await
-        .status
-        .unwrap();
-    assert_eq!(
-        ghost.message.as_deref(),
-        Some("pod nope not found in namespace shop")
-    );
-    assert_eq!(
-        ghost
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Completed")
-            .unwrap()
-            .reason,
-        "TargetNotFound"
-    );
+        .run_action("shop", "ghost", json!({ "action": "Isolate", "target": { "pod": "nope" } }), Phase::Failed)
+        .await;
+    assert_eq!(ghost.message.as_deref(), Some("pod nope not found in namespace shop"));
+    assert_eq!(ghost.conditions.iter().find(|c| c.type_ == "Completed").unwrap().reason, "TargetNotFound");
 
-    env.action(
-        "kube-system",
-        "dns",
-        json!({ "action": "Terminate", "target": { "pod": "coredns-1" } }),
-    )
-    .await;
     let dns = env
-        .wait_for_phase("kube-system", "dns", Phase::Failed)
-        .await
-        .status
-        .unwrap();
-    assert!(
-        dns.message
-            .unwrap()
-            .starts_with("refused: namespace kube-system is protected")
-    );
-    assert!(
-        env.pods("kube-system")
-            .get_opt("coredns-1")
-            .await
-            .unwrap()
-            .is_some()
-    );
+        .run_action(
+            "kube-system",
+            "dns",
+            json!({ "action": "Terminate", "target": { "pod": "coredns-1" } }),
+            Phase::Failed,
+        )
+        .await;
+    assert!(dns.message.unwrap().starts_with("refused: namespace kube-system is protected"));
+    assert!(env.pods("kube-system").get_opt("coredns-1").await.unwrap().is_some());
 
-    env.action(
-        "riposte-system",
-        "self",
-        json!({ "action": "Isolate", "target": { "pod": "riposte-0" } }),
-    )
-    .await;
     let own = env
-        .wait_for_phase("riposte-system", "self", Phase::Failed)
-        .await
-        .status
-        .unwrap();
+        .run_action(
+            "riposte-system",
+            "self",
+            json!({ "action": "Isolate", "target": { "pod": "riposte-0" } }),
+            Phase::Failed,
+        )
+        .await;
     assert!(own.message.unwrap().starts_with("refused:"));
     let pod = env.pods("riposte-system").get("riposte-0").await.unwrap();
-    assert!(
-        !pod.labels()
-            .contains_key(riposte::isolation::ISOLATED_LABEL)
-    );
+    assert!(!pod.labels().contains_key(riposte::isolation::ISOLATED_LABEL));
 }
 
 #[tokio::test]
@@ -202,43 +108,16 @@ async fn terminating_an_isolated_pod_cleans_its_isolation_up() {
         json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": { "name": "allow-all" }, "spec": { "podSelector": {}, "ingress": [{}] } }),
     )
     .await;
-    env.action(
-        "shop",
-        "iso",
-        json!({ "action": "Isolate", "target": { "pod": "web-1" } }),
-    )
-    .await;
+    env.action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } })).await;
     env.wait_for_phase("shop", "iso", Phase::Succeeded).await;
-    env.action(
-        "shop",
-        "kill",
-        json!({ "action": "Terminate", "target": { "pod": "web-1" } }),
-    )
-    .await;
+    env.action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-1" } })).await;
     env.wait_for_phase("shop", "kill", Phase::Succeeded).await;
-    let iso = env
-        .wait_for_phase("shop", "iso", Phase::Released)
-        .await
-        .status
-        .unwrap();
-    assert!(
-        iso.message
-            .unwrap()
-            .contains("no longer exists; its isolation was removed")
-    );
-    assert!(
-        env.policies("shop")
-            .get_opt("riposte-isolate-iso")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let iso = env.wait_for_phase("shop", "iso", Phase::Released).await.status.unwrap();
+    assert!(iso.message.unwrap().contains("no longer exists; its isolation was removed"));
+    assert!(env.policies("shop").get_opt("riposte-isolate-iso").await.unwrap().is_none());
     let restored = env.policies("shop").get("allow-all").await.unwrap();
     assert!(restored.annotations().is_empty());
-    assert_eq!(
-        serde_json::to_value(restored.spec.unwrap().pod_selector).unwrap(),
-        json!({})
-    );
+    assert_eq!(serde_json::to_value(restored.spec.unwrap().pod_selector).unwrap(), json!({}));
 }
 
 #[tokio::test]
@@ -246,86 +125,36 @@ async fn comments_are_append_only_and_every_one_lands_in_the_history() {
     let env = Env::with_operator().await;
     env.namespace("shop").await;
     env.pod("shop", "web-1", &[]).await;
-    env.action(
-        "shop",
-        "iso",
-        json!({ "action": "Isolate", "target": { "pod": "web-1" }, "comment": "why" }),
-    )
-    .await;
+    env.action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" }, "comment": "why" })).await;
     // Comments race the controller's own status writes; none may be lost.
     let mut comments = Vec::new();
     for i in 0..15 {
         comments.push(json!({ "message": format!("note {i}") }));
         let patch = json!({ "spec": { "comments": comments } });
-        env.actions("shop")
-            .patch("iso", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
     let action = env
         .until("all 15 comments in the history", || async {
             let a = env.actions("shop").get("iso").await.ok()?;
-            let n = a
-                .status
-                .as_ref()?
-                .history
-                .iter()
-                .filter(|h| h.event == "Comment")
-                .count();
+            let n = a.status.as_ref()?.history.iter().filter(|h| h.event == "Comment").count();
             (n == 15 && a.status.as_ref()?.phase == Some(Phase::Succeeded)).then_some(a)
         })
         .await;
     let history = action.status.unwrap().history;
-    let notes: Vec<_> = history
-        .iter()
-        .filter(|h| h.event == "Comment")
-        .map(|h| h.message.clone())
-        .collect();
-    assert_eq!(
-        notes,
-        (0..15).map(|i| format!("note {i}")).collect::<Vec<_>>()
-    );
-    let steps: Vec<_> = history
-        .iter()
-        .filter(|h| h.event != "Comment")
-        .map(|h| h.event.clone())
-        .collect();
-    assert_eq!(
-        steps,
-        vec!["TargetResolved", "PodLabelled", "PolicyApplied"],
-        "each step once"
-    );
+    let notes: Vec<_> = history.iter().filter(|h| h.event == "Comment").map(|h| h.message.clone()).collect();
+    assert_eq!(notes, (0..15).map(|i| format!("note {i}")).collect::<Vec<_>>());
+    let steps: Vec<_> = history.iter().filter(|h| h.event != "Comment").map(|h| h.event.clone()).collect();
+    assert_eq!(steps, vec!["TargetResolved", "PodLabelled", "PolicyApplied"], "each step once");
 
     let edit = json!({ "spec": { "comments": [{ "message": "rewritten" }] } });
-    let err = env
-        .actions("shop")
-        .patch("iso", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("comments are append-only"),
-        "{err}"
-    );
+    let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap_err();
+    assert!(err.to_string().contains("comments are append-only"), "{err}");
     let retarget = json!({ "spec": { "target": { "pod": "other" } } });
-    let err = env
-        .actions("shop")
-        .patch("iso", &PatchParams::default(), &Patch::Merge(&retarget))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("spec.target is immutable"),
-        "{err}"
-    );
+    let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&retarget)).await.unwrap_err();
+    assert!(err.to_string().contains("spec.target is immutable"), "{err}");
     let add_option = json!({ "spec": { "alertRef": { "name": "late" } } });
-    let err = env
-        .actions("shop")
-        .patch("iso", &PatchParams::default(), &Patch::Merge(&add_option))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("spec is immutable once created"),
-        "{err}"
-    );
+    let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&add_option)).await.unwrap_err();
+    assert!(err.to_string().contains("spec is immutable once created"), "{err}");
 }
 
 #[tokio::test]
@@ -333,8 +162,7 @@ async fn a_restarted_operator_does_no_work_twice() {
     let mut env = Env::with_operator().await;
     env.namespace("shop").await;
     for i in 0..5 {
-        env.pod("shop", &format!("web-{i}"), &[("app", "web")])
-            .await;
+        env.pod("shop", &format!("web-{i}"), &[("app", "web")]).await;
     }
     for i in 0..5 {
         env.action(
@@ -349,27 +177,13 @@ async fn a_restarted_operator_does_no_work_twice() {
     env.stop_operator();
     env.run_operator(env.client.clone(), default_guardrails());
     for i in 0..5 {
-        let status = env
-            .wait_for_phase("shop", &format!("iso-{i}"), Phase::Succeeded)
-            .await
-            .status
-            .unwrap();
+        let status = env.wait_for_phase("shop", &format!("iso-{i}"), Phase::Succeeded).await.status.unwrap();
         let mut events: Vec<_> = status.history.iter().map(|h| h.event.as_str()).collect();
         events.dedup();
-        assert_eq!(
-            events.len(),
-            status.history.len(),
-            "no step recorded twice: {:?}",
-            status.history
-        );
+        assert_eq!(events.len(), status.history.len(), "no step recorded twice: {:?}", status.history);
         assert_eq!(status.created_objects.len(), 1);
     }
-    let policies = env
-        .policies("shop")
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let policies = env.policies("shop").list(&ListParams::default()).await.unwrap().items;
     assert_eq!(policies.len(), 5, "one policy per isolation, no orphans");
 }
 
@@ -391,20 +205,26 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
         }),
     )
     .await;
-    env.action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" }, "alertRef": { "name": "shell" } })).await;
-    env.action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-2" }, "alertRef": { "name": "shell" } })).await;
+    env.action(
+        "shop",
+        "iso",
+        json!({ "action": "Isolate", "target": { "pod": "web-1" }, "alertRef": { "name": "shell" } }),
+    )
+    .await;
+    env.action(
+        "shop",
+        "kill",
+        json!({ "action": "Terminate", "target": { "pod": "web-2" }, "alertRef": { "name": "shell" } }),
+    )
+    .await;
     env.wait_for_phase("shop", "iso", Phase::Succeeded).await;
     env.wait_for_phase("shop", "kill", Phase::Succeeded).await;
     let alerts: Api<Alert> = Api::namespaced(env.client.clone(), "shop");
     let status = env
         .until("the alert to list both actions as Succeeded", || async {
             let status = alerts.get("shell").await.ok()?.status?;
-            (status.action_count == 2
-                && status
-                    .actions
-                    .iter()
-                    .all(|a| a.phase == Some(Phase::Succeeded)))
-            .then_some(status)
+            (status.action_count == 2 && status.actions.iter().all(|a| a.phase == Some(Phase::Succeeded)))
+                .then_some(status)
         })
         .await;
     let names: Vec<_> = status.actions.iter().map(|a| a.name.as_str()).collect();
@@ -416,9 +236,10 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
             let list = events.list(&ListParams::default()).await.ok()?.items;
             let on = |kind: &str, name: &str, reason: &str| {
                 list.iter().any(|e| {
-                    e.regarding.as_ref().is_some_and(|r| {
-                        r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
-                    }) && e.reason.as_deref() == Some(reason)
+                    e.regarding
+                        .as_ref()
+                        .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+                        && e.reason.as_deref() == Some(reason)
                 })
             };
             (on("ResponseAction", "iso", "Isolated")
@@ -427,19 +248,11 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
             .then_some(list)
         })
         .await;
-    assert!(
-        found
-            .iter()
-            .all(|e| e.reporting_controller.as_deref() == Some("riposte"))
-    );
+    assert!(found.iter().all(|e| e.reporting_controller.as_deref() == Some("riposte")));
 
     let kubectl = env.kubectl(&["get", "riposte", "-A"]);
     let table = String::from_utf8_lossy(&kubectl.stdout);
-    assert!(
-        kubectl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kubectl.stderr)
-    );
+    assert!(kubectl.status.success(), "{}", String::from_utf8_lossy(&kubectl.stderr));
     for expected in [
         "ACTION",
         "TARGET",
@@ -453,10 +266,7 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
         "shell",
         "K8S.NODE_ReverseShell",
     ] {
-        assert!(
-            table.contains(expected),
-            "`kubectl get riposte -A` shows {expected}:\n{table}"
-        );
+        assert!(table.contains(expected), "`kubectl get riposte -A` shows {expected}:\n{table}");
     }
 }
 
@@ -464,25 +274,13 @@ async fn an_alert_lists_its_actions_with_their_phases_and_events_are_published()
 async fn metrics_and_health_endpoints_report_the_operator() {
     let env = Env::with_operator().await;
     let addr = env.metrics_addr.unwrap();
-    env.until("/readyz to report synced caches", || async {
-        (http_get(addr, "/readyz").await.0 == 200).then_some(())
-    })
-    .await;
+    env.until("/readyz to report synced caches", || async { (http_get(addr, "/readyz").await.0 == 200).then_some(()) })
+        .await;
     assert_eq!(http_get(addr, "/healthz").await, (200, "ok".to_string()));
     env.namespace("shop").await;
     env.pod("shop", "web-1", &[]).await;
-    env.action(
-        "shop",
-        "iso",
-        json!({ "action": "Isolate", "target": { "pod": "web-1" } }),
-    )
-    .await;
-    env.action(
-        "shop",
-        "ghost",
-        json!({ "action": "Terminate", "target": { "pod": "nope" } }),
-    )
-    .await;
+    env.action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } })).await;
+    env.action("shop", "ghost", json!({ "action": "Terminate", "target": { "pod": "nope" } })).await;
     env.wait_for_phase("shop", "iso", Phase::Succeeded).await;
     env.wait_for_phase("shop", "ghost", Phase::Failed).await;
     let (code, body) = http_get(addr, "/metrics").await;

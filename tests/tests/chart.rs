@@ -14,10 +14,7 @@ fn chart() -> String {
 
 #[test]
 fn the_chart_lints_cleanly() {
-    let out = std::process::Command::new(helm())
-        .args(["lint", "--strict", &chart()])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(helm()).args(["lint", "--strict", &chart()]).output().unwrap();
     assert!(
         out.status.success(),
         "helm lint: {}{}",
@@ -43,66 +40,30 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
         ])
         .output()
         .unwrap();
-    assert!(
-        rendered.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
+    assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
     let manifest = String::from_utf8(rendered.stdout).unwrap();
     let out = env.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &manifest);
-    assert!(
-        out.status.success(),
-        "applying the rendered chart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for kind in [
-        "deployment",
-        "serviceaccount",
-        "clusterrole",
-        "clusterrolebinding",
-        "service",
-    ] {
+    assert!(out.status.success(), "applying the rendered chart: {}", String::from_utf8_lossy(&out.stderr));
+    for kind in ["deployment", "serviceaccount", "clusterrole", "clusterrolebinding", "service"] {
         let out = env.kubectl(&["get", kind, "riposte", "-n", "riposte-system"]);
         let out = if out.status.success() {
             out
         } else {
             env.kubectl(&["get", kind, "riposte-metrics", "-n", "riposte-system"])
         };
-        assert!(
-            out.status.success(),
-            "{kind} was created: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{kind} was created: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     let token = env.kubectl(&["create", "token", "riposte", "-n", "riposte-system"]);
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
     let token = String::from_utf8(token.stdout).unwrap();
-    let operator = env
-        .plane
-        .client_for("system:serviceaccount:riposte-system:riposte", token.trim())
-        .await
-        .unwrap();
+    let operator = env.plane.client_for("system:serviceaccount:riposte-system:riposte", token.trim()).await.unwrap();
 
     // Least privilege: no Secrets, no listing of pods.
-    let secrets = Api::<Secret>::all(operator.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(secrets, Err(kube::Error::Api(ref e)) if e.code == 403),
-        "{secrets:?}"
-    );
-    let pods = Api::<Pod>::all(operator.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(pods, Err(kube::Error::Api(ref e)) if e.code == 403),
-        "{pods:?}"
-    );
+    let secrets = Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await;
+    assert!(matches!(secrets, Err(kube::Error::Api(ref e)) if e.code == 403), "{secrets:?}");
+    let pods = Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await;
+    assert!(matches!(pods, Err(kube::Error::Api(ref e)) if e.code == 403), "{pods:?}");
 
     env.run_operator(operator, default_guardrails());
     env.namespace("shop").await;
@@ -128,20 +89,10 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     )
     .await;
     env.wait_for_phase("shop", "iso", Phase::Succeeded).await;
-    env.action(
-        "shop",
-        "rel",
-        json!({ "action": "Release", "target": { "pod": "web-1" } }),
-    )
-    .await;
+    env.action("shop", "rel", json!({ "action": "Release", "target": { "pod": "web-1" } })).await;
     env.wait_for_phase("shop", "rel", Phase::Succeeded).await;
     env.wait_for_phase("shop", "iso", Phase::Released).await;
-    env.action(
-        "shop",
-        "kill",
-        json!({ "action": "Terminate", "target": { "pod": "web-2" } }),
-    )
-    .await;
+    env.action("shop", "kill", json!({ "action": "Terminate", "target": { "pod": "web-2" } })).await;
     env.wait_for_phase("shop", "kill", Phase::Succeeded).await;
     let alerts: Api<riposte_crds::Alert> = Api::namespaced(env.client.clone(), "shop");
     env.until("the alert status written with the chart's RBAC", || async {
@@ -149,8 +100,5 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     })
     .await;
     let events = env.kubectl(&["get", "events", "-n", "shop", "-o", "name"]);
-    assert!(
-        !String::from_utf8_lossy(&events.stdout).trim().is_empty(),
-        "Events were published with the chart's RBAC"
-    );
+    assert!(!String::from_utf8_lossy(&events.stdout).trim().is_empty(), "Events were published with the chart's RBAC");
 }

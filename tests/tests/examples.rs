@@ -10,11 +10,7 @@ fn example(name: &str) -> String {
 
 fn apply(env: &Env, file: &str) {
     let out = env.kubectl(&["apply", "-f", &example(file)]);
-    assert!(
-        out.status.success(),
-        "kubectl apply -f examples/{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl apply -f examples/{file}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]
@@ -23,22 +19,16 @@ async fn the_walkthrough_isolate_comment_release_terminate_converges() {
     apply(&env, "namespace.yaml");
     apply(&env, "alert.yaml");
     apply(&env, "isolate.yaml");
-    env.wait_for_phase("shop", "isolate-web", Phase::Succeeded)
-        .await;
+    env.wait_for_phase("shop", "isolate-web", Phase::Succeeded).await;
     apply(&env, "comment.yaml");
     env.until("the comment in the history", || async {
         let a = env.actions("shop").get("isolate-web").await.ok()?;
-        a.status?
-            .history
-            .iter()
-            .any(|h| h.event == "Comment")
-            .then_some(())
+        a.status?.history.iter().any(|h| h.event == "Comment").then_some(())
     })
     .await;
     apply(&env, "isolate-dry-run.yaml");
     apply(&env, "release.yaml");
-    env.wait_for_phase("shop", "isolate-web", Phase::Released)
-        .await;
+    env.wait_for_phase("shop", "isolate-web", Phase::Released).await;
     apply(&env, "terminate.yaml");
     for action in ["release-web", "terminate-web", "isolate-api-dry-run"] {
         env.wait_for_phase("shop", action, Phase::Succeeded).await;
@@ -55,10 +45,8 @@ async fn the_walkthrough_isolate_comment_release_terminate_converges() {
 async fn the_scenario_converges_from_one_apply() {
     let env = Env::with_operator().await;
     apply(&env, "scenario.yaml");
-    env.wait_for_phase("shop", "isolate-web", Phase::Succeeded)
-        .await;
-    env.wait_for_phase("shop", "terminate-api", Phase::Succeeded)
-        .await;
+    env.wait_for_phase("shop", "isolate-web", Phase::Succeeded).await;
+    env.wait_for_phase("shop", "terminate-api", Phase::Succeeded).await;
 }
 
 #[tokio::test]
@@ -71,10 +59,7 @@ async fn every_invalid_example_is_rejected_with_its_expected_message() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 13,
-        "examples/invalid/ holds the rejected objects"
-    );
+    assert!(files.len() >= 13, "examples/invalid/ holds the rejected objects");
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expected = text
@@ -85,10 +70,6 @@ async fn every_invalid_example_is_rejected_with_its_expected_message() {
         let out = env.kubectl(&["apply", "-f", &file.display().to_string()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} was accepted", file.display());
-        assert!(
-            stderr.contains(expected),
-            "{}: expected {expected:?} in:\n{stderr}",
-            file.display()
-        );
+        assert!(stderr.contains(expected), "{}: expected {expected:?} in:\n{stderr}", file.display());
     }
 }

@@ -29,9 +29,7 @@ fn main() -> ExitCode {
                 if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
                     drifted.push(format!("{target}/{}", riposte_crds::crd_file_name(&crd)));
                 }
-            } else if let Err(e) =
-                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
-            {
+            } else if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml)) {
                 eprintln!("crdgen: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }

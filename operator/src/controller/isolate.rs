@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, now, record_new_comments,
-    resolve_target, update_status,
+    Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, now, record_new_comments, resolve_target,
+    update_status,
 };
 use crate::error::{Error, Result};
 use crate::guard;
@@ -50,11 +50,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
         },
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace_of(action)?);
-    let Some(pod) = pods
-        .get_opt(&target.pod)
-        .await?
-        .filter(|p| p.uid().as_deref() == Some(target.uid.as_str()))
-    else {
+    let Some(pod) = pods.get_opt(&target.pod).await?.filter(|p| p.uid().as_deref() == Some(target.uid.as_str())) else {
         return pod_gone(action, ctx, &target).await;
     };
     let report = match ensure_isolated(action, ctx, &pod, &target).await? {
@@ -79,32 +75,22 @@ async fn resolve(action: &ResponseAction, ctx: &Context) -> Result<Resolution> {
     let pod_name = &action.spec.target.pod;
     let Some(pod) = pods.get_opt(pod_name).await? else {
         let message = format!("pod {pod_name} not found in namespace {namespace}");
-        return fail(ctx, action, None, "TargetNotFound", message)
-            .await
-            .map(Resolution::Done);
+        return fail(ctx, action, None, "TargetNotFound", message).await.map(Resolution::Done);
     };
     if let Some(refusal) = guard::refusal(&ctx.guardrails, &pod) {
-        return fail(ctx, action, Some(&pod), "Refused", refusal)
-            .await
-            .map(Resolution::Done);
+        return fail(ctx, action, Some(&pod), "Refused", refusal).await.map(Resolution::Done);
     }
     if let Some(other) = pod
         .labels()
         .get(ISOLATED_LABEL)
         .filter(|other| **other != action.name_any() && is_active_isolation(ctx, &namespace, other))
     {
-        let message = format!(
-            "pod {pod_name} is already isolated by ResponseAction {other}; release it first"
-        );
-        return fail(ctx, action, Some(&pod), "AlreadyIsolated", message)
-            .await
-            .map(Resolution::Done);
+        let message = format!("pod {pod_name} is already isolated by ResponseAction {other}; release it first");
+        return fail(ctx, action, Some(&pod), "AlreadyIsolated", message).await.map(Resolution::Done);
     }
     let target = resolve_target(&pod);
     if action.spec.dry_run {
-        return dry_run(action, ctx, &pod, &target)
-            .await
-            .map(Resolution::Done);
+        return dry_run(action, ctx, &pod, &target).await.map(Resolution::Done);
     }
     let now = now();
     let described = describe_target(&target);
@@ -131,16 +117,8 @@ fn release_request(ctx: &Context, action: &ResponseAction) -> Option<Arc<Respons
     ctx.actions
         .state()
         .into_iter()
-        .filter(|r| {
-            r.namespace() == action.namespace()
-                && r.spec.action == ActionKind::Release
-                && !r.spec.dry_run
-        })
-        .filter(|r| {
-            r.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Running) && s.releases.contains(&name))
-        })
+        .filter(|r| r.namespace() == action.namespace() && r.spec.action == ActionKind::Release && !r.spec.dry_run)
+        .filter(|r| r.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running) && s.releases.contains(&name)))
         .min_by_key(|r| (r.creation_timestamp(), r.name_any()))
 }
 
@@ -168,12 +146,8 @@ async fn ensure_isolated(
     let mut pod = pod.clone();
     if pod.labels().get(ISOLATED_LABEL) != Some(&name) {
         // The UID in the patch is a precondition: a pod recreated under the same name is never labelled.
-        let patch =
-            json!({ "metadata": { "uid": target.uid, "labels": { ISOLATED_LABEL: name } } });
-        match pods
-            .patch(&target.pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let patch = json!({ "metadata": { "uid": target.uid, "labels": { ISOLATED_LABEL: name } } });
+        match pods.patch(&target.pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(labelled) => pod = labelled,
             Err(e) if is_status(&e, 409) || is_status(&e, 404) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -182,20 +156,11 @@ async fn ensure_isolated(
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let policy = isolation::isolation_policy(action);
     let policy_name = policy.name_any();
-    policies
-        .patch(
-            &policy_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&policy),
-        )
-        .await?;
+    policies.patch(&policy_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&policy)).await?;
 
     let existing = policies.list(&ListParams::default()).await?.items;
-    let mut excluded: Vec<String> = existing
-        .iter()
-        .filter(|p| isolation::excluded_for(p).contains(&name))
-        .map(ResourceExt::name_any)
-        .collect();
+    let mut excluded: Vec<String> =
+        existing.iter().filter(|p| isolation::excluded_for(p).contains(&name)).map(ResourceExt::name_any).collect();
     let mut defeating = Vec::new();
     for found in isolation::defeating_policies(&existing, &pod) {
         let Some(policy) = existing.iter().find(|p| p.name_any() == found.name) else {
@@ -216,12 +181,7 @@ async fn ensure_isolated(
     }
     excluded.sort();
     let enforcer = ctx.enforcer().await?;
-    Ok(Some(IsolationReport {
-        policy: policy_name,
-        excluded,
-        defeating,
-        enforcer,
-    }))
+    Ok(Some(IsolationReport { policy: policy_name, excluded, defeating, enforcer }))
 }
 
 /// Changes an existing policy with a merge patch computed from its freshest version (the
@@ -239,10 +199,7 @@ async fn patch_policy(
         let Some(patch) = patch_for(&policy) else {
             return Ok(Ok(()));
         };
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => return Ok(Ok(())),
             Err(e) if is_status(&e, 404) => return Ok(Ok(())),
             Err(e) if is_status(&e, 409) => {
@@ -261,29 +218,16 @@ async fn patch_policy(
     Err(Error::Conflict(format!("NetworkPolicy {name}")))
 }
 
-async fn record_report(
-    action: &ResponseAction,
-    ctx: &Context,
-    pod: &Pod,
-    report: IsolationReport,
-) -> Result<()> {
+async fn record_report(action: &ResponseAction, ctx: &Context, pod: &Pod, report: IsolationReport) -> Result<()> {
     let now = now();
     let generation = action.metadata.generation;
     let namespace = namespace_of(action)?;
     let was = action.status.as_ref().and_then(|s| s.phase);
     let held = report.defeating.is_empty();
     let message = if held {
-        format!(
-            "pod {} is isolated by NetworkPolicy {}",
-            pod.name_any(),
-            report.policy
-        )
+        format!("pod {} is isolated by NetworkPolicy {}", pod.name_any(), report.policy)
     } else {
-        format!(
-            "isolation of pod {} is not guaranteed: {}",
-            pod.name_any(),
-            report.defeating.join("; ")
-        )
+        format!("isolation of pod {} is not guaranteed: {}", pod.name_any(), report.defeating.join("; "))
     };
     update_status(ctx, action, |s| {
         s.created_objects = vec![ObjectReference {
@@ -314,37 +258,22 @@ async fn record_report(
         }
     })
     .await?;
-    let now_phase = if held {
-        Phase::Succeeded
-    } else {
-        Phase::Failed
-    };
+    let now_phase = if held { Phase::Succeeded } else { Phase::Failed };
     if was != Some(now_phase) {
         info!(action = %action.name_any(), %namespace, phase = now_phase.as_str(), "{message}");
-        let (kind, reason) = if held {
-            (EventType::Normal, "Isolated")
-        } else {
-            (EventType::Warning, "IsolationDefeated")
-        };
-        ctx.publish_both(action, Some(pod), kind, reason, message)
-            .await;
+        let (kind, reason) =
+            if held { (EventType::Normal, "Isolated") } else { (EventType::Warning, "IsolationDefeated") };
+        ctx.publish_both(action, Some(pod), kind, reason, message).await;
     }
     Ok(())
 }
 
-async fn dry_run(
-    action: &ResponseAction,
-    ctx: &Context,
-    pod: &Pod,
-    target: &ResolvedTarget,
-) -> Result<Action> {
+async fn dry_run(action: &ResponseAction, ctx: &Context, pod: &Pod, target: &ResolvedTarget) -> Result<Action> {
     let namespace = namespace_of(action)?;
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = policies.list(&ListParams::default()).await?.items;
     let mut labelled = pod.clone();
-    labelled
-        .labels_mut()
-        .insert(ISOLATED_LABEL.into(), action.name_any());
+    labelled.labels_mut().insert(ISOLATED_LABEL.into(), action.name_any());
     let defeating = isolation::defeating_policies(&existing, &labelled);
     let policy = isolation::isolation_policy(action);
     let mut plan = format!(
@@ -354,14 +283,9 @@ async fn dry_run(
         policy.name_any()
     );
     if !defeating.is_empty() {
-        let names: Vec<_> = defeating
-            .iter()
-            .map(|d| format!("{} (allows {})", d.name, d.openings.describe()))
-            .collect();
-        plan.push_str(&format!(
-            "; would keep these policies from selecting the pod: {}",
-            names.join(", ")
-        ));
+        let names: Vec<_> =
+            defeating.iter().map(|d| format!("{} (allows {})", d.name, d.openings.describe())).collect();
+        plan.push_str(&format!("; would keep these policies from selecting the pod: {}", names.join(", ")));
     }
     finish_dry_run(action, ctx, pod, target, plan).await
 }
@@ -379,61 +303,32 @@ pub(super) async fn finish_dry_run(
     update_status(ctx, action, |s| {
         s.target = Some(target.clone());
         status::record(s, "DryRun", plan.clone(), &now);
-        status::set_condition(
-            &mut s.conditions,
-            condition::COMPLETED,
-            "True",
-            "DryRun",
-            &plan,
-            generation,
-            &now,
-        );
+        status::set_condition(&mut s.conditions, condition::COMPLETED, "True", "DryRun", &plan, generation, &now);
         status::transition(s, Phase::Succeeded, plan.clone(), &now);
     })
     .await?;
-    ctx.publish_both(action, Some(pod), EventType::Normal, "DryRun", plan)
-        .await;
+    ctx.publish_both(action, Some(pod), EventType::Normal, "DryRun", plan).await;
     Ok(Action::await_change())
 }
 
 /// The isolated pod no longer exists: nothing is isolated any more, so clean up.
-async fn pod_gone(
-    action: &ResponseAction,
-    ctx: &Context,
-    target: &ResolvedTarget,
-) -> Result<Action> {
+async fn pod_gone(action: &ResponseAction, ctx: &Context, target: &ResolvedTarget) -> Result<Action> {
     undo(action, ctx).await?;
     let now = now();
     let generation = action.metadata.generation;
-    let message = format!(
-        "pod {} (uid {}) no longer exists; its isolation was removed",
-        target.pod, target.uid
-    );
+    let message = format!("pod {} (uid {}) no longer exists; its isolation was removed", target.pod, target.uid);
     update_status(ctx, action, |s| {
         status::record(s, "PodGone", message.clone(), &now);
-        status::set_condition(
-            &mut s.conditions,
-            condition::ISOLATED,
-            "False",
-            "PodGone",
-            &message,
-            generation,
-            &now,
-        );
+        status::set_condition(&mut s.conditions, condition::ISOLATED, "False", "PodGone", &message, generation, &now);
         status::transition(s, Phase::Released, message.clone(), &now);
     })
     .await?;
-    ctx.publish_both(action, None, EventType::Normal, "PodGone", message)
-        .await;
+    ctx.publish_both(action, None, EventType::Normal, "PodGone", message).await;
     Ok(Action::await_change())
 }
 
 /// Undoes this isolation at the request of a Release action, then wakes that action.
-async fn release(
-    action: &ResponseAction,
-    ctx: &Context,
-    releaser: &ResponseAction,
-) -> Result<Action> {
+async fn release(action: &ResponseAction, ctx: &Context, releaser: &ResponseAction) -> Result<Action> {
     let pod = undo(action, ctx).await?;
     let now = now();
     let generation = action.metadata.generation;
@@ -445,20 +340,11 @@ async fn release(
     update_status(ctx, action, |s| {
         s.released_by = Some(releaser_name.clone());
         status::record(s, "Released", message.clone(), &now);
-        status::set_condition(
-            &mut s.conditions,
-            condition::ISOLATED,
-            "False",
-            "Released",
-            &message,
-            generation,
-            &now,
-        );
+        status::set_condition(&mut s.conditions, condition::ISOLATED, "False", "Released", &message, generation, &now);
         status::transition(s, Phase::Released, message.clone(), &now);
     })
     .await?;
-    ctx.publish_both(action, pod.as_ref(), EventType::Normal, "Released", message)
-        .await;
+    ctx.publish_both(action, pod.as_ref(), EventType::Normal, "Released", message).await;
     ctx.wake(&namespace_of(action)?, &releaser_name);
     Ok(Action::await_change())
 }
@@ -467,12 +353,8 @@ async fn release(
 pub async fn cleanup(action: Arc<ResponseAction>, ctx: &Context) -> Result<Action> {
     let pod = undo(&action, ctx).await?;
     if action.status.as_ref().and_then(|s| s.phase) != Some(Phase::Released) {
-        let note = format!(
-            "isolation removed because ResponseAction {} was deleted",
-            action.name_any()
-        );
-        ctx.publish_both(&action, pod.as_ref(), EventType::Normal, "Released", note)
-            .await;
+        let note = format!("isolation removed because ResponseAction {} was deleted", action.name_any());
+        ctx.publish_both(&action, pod.as_ref(), EventType::Normal, "Released", note).await;
     }
     Ok(Action::await_change())
 }
@@ -484,10 +366,7 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
     let namespace = namespace_of(action)?;
     let name = action.name_any();
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    match policies
-        .delete(&isolation::policy_name(&name), &DeleteParams::default())
-        .await
-    {
+    match policies.delete(&isolation::policy_name(&name), &DeleteParams::default()).await {
         Ok(_) => {}
         Err(e) if is_status(&e, 404) => {}
         Err(e) => return Err(e.into()),
@@ -497,12 +376,8 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
     for policy in policies.list(&ListParams::default()).await?.items {
         if isolation::excluded_for(&policy).contains(&name) {
             let policy_name = policy.name_any();
-            if let Err(why) =
-                patch_policy(&policies, policy, |p| isolation::restore_patch(p, &name)).await?
-            {
-                return Err(Error::Restore(format!(
-                    "NetworkPolicy {policy_name}: {why}"
-                )));
+            if let Err(why) = patch_policy(&policies, policy, |p| isolation::restore_patch(p, &name)).await? {
+                return Err(Error::Restore(format!("NetworkPolicy {policy_name}: {why}")));
             }
         }
     }
@@ -510,21 +385,14 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
         return Ok(None);
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(pod) = pods
-        .get_opt(&target.pod)
-        .await?
-        .filter(|p| p.uid().as_deref() == Some(target.uid.as_str()))
-    else {
+    let Some(pod) = pods.get_opt(&target.pod).await?.filter(|p| p.uid().as_deref() == Some(target.uid.as_str())) else {
         return Ok(None);
     };
     if pod.labels().get(ISOLATED_LABEL) != Some(&name) {
         return Ok(Some(pod));
     }
     let patch = json!({ "metadata": { "uid": target.uid, "labels": { ISOLATED_LABEL: null } } });
-    match pods
-        .patch(&target.pod, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    match pods.patch(&target.pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(pod) => Ok(Some(pod)),
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(None),
         Err(e) => Err(e.into()),
@@ -532,7 +400,5 @@ async fn undo(action: &ResponseAction, ctx: &Context) -> Result<Option<Pod>> {
 }
 
 fn namespace_of(action: &ResponseAction) -> Result<String> {
-    action
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(action.name_any()))
+    action.namespace().ok_or_else(|| Error::MissingNamespace(action.name_any()))
 }

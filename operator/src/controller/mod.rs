@@ -28,9 +28,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use riposte_crds::{
-    ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus,
-};
+use riposte_crds::{ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -70,9 +68,7 @@ pub struct Context {
 impl Context {
     fn wake(&self, namespace: &str, name: &str) {
         // The receiver lives as long as the controller; a failed send means we are shutting down.
-        let _ = self
-            .wake
-            .unbounded_send(ObjectRef::new(name).within(namespace));
+        let _ = self.wake.unbounded_send(ObjectRef::new(name).within(namespace));
     }
 
     async fn publish(
@@ -105,17 +101,9 @@ impl Context {
         note: String,
     ) {
         let verb = action.spec.action.to_string();
-        self.publish(action, kind, reason, &verb, note.clone())
-            .await;
+        self.publish(action, kind, reason, &verb, note.clone()).await;
         if let Some(pod) = pod {
-            self.publish(
-                pod,
-                kind,
-                reason,
-                &verb,
-                format!("{note} (ResponseAction {})", action.name_any()),
-            )
-            .await;
+            self.publish(pod, kind, reason, &verb, format!("{note} (ResponseAction {})", action.name_any())).await;
         }
     }
 
@@ -125,10 +113,7 @@ impl Context {
         if let Some((_, found)) = cached.filter(|(at, _)| at.elapsed() < ENFORCER_CACHE) {
             return Ok(found);
         }
-        let daemonsets = Api::<DaemonSet>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items;
+        let daemonsets = Api::<DaemonSet>::all(self.client.clone()).list(&ListParams::default()).await?.items;
         let found = enforcer::known_enforcer(&daemonsets);
         *self.enforcer.lock().expect("enforcer cache lock") = Some((Instant::now(), found.clone()));
         Ok(found)
@@ -144,10 +129,7 @@ pub async fn run(
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (wake, woken) = unbounded();
-    let actions = Controller::new(
-        Api::<ResponseAction>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let actions = Controller::new(Api::<ResponseAction>::all(client.clone()), watcher::Config::default());
     let store = actions.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -162,11 +144,9 @@ pub async fn run(
 
     let policy_store = store.clone();
     let actions = actions
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default(),
-            move |policy| isolations_affected_by(&policy_store, &policy),
-        )
+        .watches(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default(), move |policy| {
+            isolations_affected_by(&policy_store, &policy)
+        })
         .reconcile_on(woken)
         .shutdown_on_signal()
         .run(reconcile_action, action_error_policy, ctx.clone())
@@ -176,29 +156,22 @@ pub async fn run(
             }
         });
 
-    let alerts = Controller::new(
-        Api::<Alert>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<ResponseAction>::all(client),
-        watcher::Config::default(),
-        |action| {
+    let alerts = Controller::new(Api::<Alert>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<ResponseAction>::all(client), watcher::Config::default(), |action| {
             action
                 .spec
                 .alert_ref
                 .as_ref()
                 .zip(action.namespace())
                 .map(|(alert, ns)| ObjectRef::new(&alert.name).within(&ns))
-        },
-    )
-    .shutdown_on_signal()
-    .run(alert::reconcile, alert_error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            warn!(error = %e, "Alert reconcile failed");
-        }
-    });
+        })
+        .shutdown_on_signal()
+        .run(alert::reconcile, alert_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "Alert reconcile failed");
+            }
+        });
 
     let readiness = async move {
         if store.wait_until_ready().await.is_ok() {
@@ -212,10 +185,7 @@ pub async fn run(
 /// The active isolations of a NetworkPolicy's namespace: a policy created or edited there
 /// may select an isolated pod and must be handled at once. Riposte's own policies are
 /// skipped, or every isolation would wake every other one.
-fn isolations_affected_by(
-    store: &Store<ResponseAction>,
-    policy: &NetworkPolicy,
-) -> Vec<ObjectRef<ResponseAction>> {
+fn isolations_affected_by(store: &Store<ResponseAction>, policy: &NetworkPolicy) -> Vec<ObjectRef<ResponseAction>> {
     if isolation::is_managed_by_riposte(policy) {
         return Vec::new();
     }
@@ -223,42 +193,26 @@ fn isolations_affected_by(
     store
         .state()
         .iter()
-        .filter(|a| {
-            a.namespace() == namespace && a.spec.action == ActionKind::Isolate && !a.spec.dry_run
-        })
-        .filter(|a| {
-            matches!(
-                a.status.as_ref().and_then(|s| s.phase),
-                Some(Phase::Running | Phase::Succeeded)
-            )
-        })
+        .filter(|a| a.namespace() == namespace && a.spec.action == ActionKind::Isolate && !a.spec.dry_run)
+        .filter(|a| matches!(a.status.as_ref().and_then(|s| s.phase), Some(Phase::Running | Phase::Succeeded)))
         .map(|a| ObjectRef::from(a.as_ref()))
         .collect()
 }
 
 async fn reconcile_action(action: Arc<ResponseAction>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciliations
-        .get_or_create(&KindLabels {
-            kind: "ResponseAction".into(),
-        })
-        .inc();
-    let namespace = action
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    ctx.metrics.reconciliations.get_or_create(&KindLabels { kind: "ResponseAction".into() }).inc();
+    let namespace = action.namespace().ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
     let api: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = format!("{namespace}/{}", action.name_any());
     let result = match action.spec.action {
-        ActionKind::Isolate if !action.spec.dry_run => {
-            finalizer(&api, FINALIZER, action, |event| async {
-                match event {
-                    FinalizerEvent::Apply(action) => isolate::apply(&action, &ctx).await,
-                    FinalizerEvent::Cleanup(action) => isolate::cleanup(action, &ctx).await,
-                }
-            })
-            .await
-            .map_err(|e| Error::Finalizer(Box::new(e)))
-        }
+        ActionKind::Isolate if !action.spec.dry_run => finalizer(&api, FINALIZER, action, |event| async {
+            match event {
+                FinalizerEvent::Apply(action) => isolate::apply(&action, &ctx).await,
+                FinalizerEvent::Cleanup(action) => isolate::cleanup(action, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e))),
         ActionKind::Isolate => isolate::apply(&action, &ctx).await,
         ActionKind::Terminate => terminate::apply(&action, &ctx).await,
         ActionKind::Release => release::apply(&action, &ctx).await,
@@ -273,37 +227,18 @@ fn action_error_policy(action: Arc<ResponseAction>, error: &Error, ctx: Arc<Cont
     retry_later(
         &ctx,
         "ResponseAction",
-        &format!(
-            "{}/{}",
-            action.namespace().unwrap_or_default(),
-            action.name_any()
-        ),
+        &format!("{}/{}", action.namespace().unwrap_or_default(), action.name_any()),
         error,
     )
 }
 
 fn alert_error_policy(alert: Arc<Alert>, error: &Error, ctx: Arc<Context>) -> Action {
-    retry_later(
-        &ctx,
-        "Alert",
-        &format!(
-            "{}/{}",
-            alert.namespace().unwrap_or_default(),
-            alert.name_any()
-        ),
-        error,
-    )
+    retry_later(&ctx, "Alert", &format!("{}/{}", alert.namespace().unwrap_or_default(), alert.name_any()), error)
 }
 
 /// Transient failures are retried with a per-object exponential backoff.
 fn retry_later(ctx: &Context, kind: &str, key: &str, error: &Error) -> Action {
-    ctx.metrics
-        .failures
-        .get_or_create(&ErrorLabels {
-            kind: kind.into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
+    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: kind.into(), error: error.metric_label().into() }).inc();
     let mut failures = ctx.failures.lock().expect("failure counter lock");
     let count = failures.entry(failure_key(kind, key)).or_default();
     let delay = backoff(*count);
@@ -314,10 +249,7 @@ fn retry_later(ctx: &Context, kind: &str, key: &str, error: &Error) -> Action {
 
 /// Once an object reconciles successfully, its next failure is retried quickly again.
 fn forget_failures(ctx: &Context, kind: &str, key: &str) {
-    ctx.failures
-        .lock()
-        .expect("failure counter lock")
-        .remove(&failure_key(kind, key));
+    ctx.failures.lock().expect("failure counter lock").remove(&failure_key(kind, key));
 }
 
 fn failure_key(kind: &str, key: &str) -> String {
@@ -334,9 +266,7 @@ async fn update_status(
     action: &ResponseAction,
     change: impl Fn(&mut ResponseActionStatus),
 ) -> Result<ResponseAction> {
-    let namespace = action
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    let namespace = action.namespace().ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
     let api: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = action.name_any();
     let mut current = action.clone();
@@ -355,14 +285,7 @@ async fn update_status(
             "metadata": { "name": name, "resourceVersion": current.resource_version() },
             "status": status,
         });
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
+        match api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
             Ok(updated) => {
                 observe_outcome(ctx, &current, &updated);
                 return Ok(updated);
@@ -371,9 +294,7 @@ async fn update_status(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Conflict(format!(
-        "the status of ResponseAction {namespace}/{name}"
-    )))
+    Err(Error::Conflict(format!("the status of ResponseAction {namespace}/{name}")))
 }
 
 fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseAction) {
@@ -382,23 +303,11 @@ fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseActio
         return;
     };
     let action = after.spec.action.to_string();
-    ctx.metrics
-        .outcomes
-        .get_or_create(&OutcomeLabels {
-            action: action.clone(),
-            phase: new.as_str().into(),
-        })
-        .inc();
+    ctx.metrics.outcomes.get_or_create(&OutcomeLabels { action: action.clone(), phase: new.as_str().into() }).inc();
     // A release ends an isolation long after it took effect: not an action latency.
-    if let Some(created) = after
-        .creation_timestamp()
-        .filter(|_| new != Phase::Released)
-    {
+    if let Some(created) = after.creation_timestamp().filter(|_| new != Phase::Released) {
         let seconds = now().0.duration_since(created.0).as_secs_f64();
-        ctx.metrics
-            .action_seconds
-            .get_or_create(&ActionLabels { action })
-            .observe(seconds.max(0.0));
+        ctx.metrics.action_seconds.get_or_create(&ActionLabels { action }).observe(seconds.max(0.0));
     }
 }
 
@@ -420,20 +329,11 @@ async fn fail(
     let generation = action.metadata.generation;
     update_status(ctx, action, |s| {
         status::transition(s, Phase::Failed, message.clone(), &now);
-        status::set_condition(
-            &mut s.conditions,
-            condition::COMPLETED,
-            "False",
-            reason,
-            &message,
-            generation,
-            &now,
-        );
+        status::set_condition(&mut s.conditions, condition::COMPLETED, "False", reason, &message, generation, &now);
         status::record(s, reason, message.clone(), &now);
     })
     .await?;
-    ctx.publish_both(action, pod, EventType::Warning, reason, message)
-        .await;
+    ctx.publish_both(action, pod, EventType::Warning, reason, message).await;
     Ok(Action::await_change())
 }
 
@@ -447,10 +347,7 @@ fn resolve_target(pod: &Pod) -> ResolvedTarget {
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true))
-            .map(|o| OwnerSummary {
-                kind: o.kind.clone(),
-                name: o.name.clone(),
-            }),
+            .map(|o| OwnerSummary { kind: o.kind.clone(), name: o.name.clone() }),
     }
 }
 

@@ -8,18 +8,13 @@ use kube::{Api, ResourceExt};
 use riposte_crds::{ActionKind, Phase, ResolvedTarget, ResponseAction};
 
 use super::isolate::finish_dry_run;
-use super::{
-    Context, describe_target, fail, is_status, now, record_new_comments, resolve_target,
-    update_status,
-};
+use super::{Context, describe_target, fail, is_status, now, record_new_comments, resolve_target, update_status};
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::status::{self, condition};
 
 pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
-    let namespace = action
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
+    let namespace = action.namespace().ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
     let current = action.status.clone().unwrap_or_default();
     if current.phase.is_some_and(Phase::is_terminal) {
         return record_new_comments(ctx, action).await;
@@ -46,11 +41,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             }
             let target = resolve_target(&pod);
             if action.spec.dry_run {
-                let plan = format!(
-                    "dry run: would delete {}{}",
-                    describe_target(&target),
-                    grace(action)
-                );
+                let plan = format!("dry run: would delete {}{}", describe_target(&target), grace(action));
                 return finish_dry_run(action, ctx, &pod, &target, plan).await;
             }
             // The UID is recorded before the delete: after a crash, the retry deletes this
@@ -58,12 +49,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             let now = now();
             let described = describe_target(&target);
             let updated = update_status(ctx, action, |s| {
-                status::transition(
-                    s,
-                    Phase::Running,
-                    format!("terminating pod {pod_name}"),
-                    &now,
-                );
+                status::transition(s, Phase::Running, format!("terminating pod {pod_name}"), &now);
                 s.target = Some(target.clone());
                 status::record(s, "TargetResolved", described.clone(), &now);
             })
@@ -74,16 +60,8 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     };
     let action = written.as_ref().unwrap_or(action);
     let params = DeleteParams {
-        grace_period_seconds: action
-            .spec
-            .terminate
-            .as_ref()
-            .and_then(|t| t.grace_period_seconds)
-            .map(|s| s as u32),
-        preconditions: Some(Preconditions {
-            uid: Some(target.uid.clone()),
-            resource_version: None,
-        }),
+        grace_period_seconds: action.spec.terminate.as_ref().and_then(|t| t.grace_period_seconds).map(|s| s as u32),
+        preconditions: Some(Preconditions { uid: Some(target.uid.clone()), resource_version: None }),
         ..DeleteParams::default()
     };
     let outcome = match pods.delete(&target.pod, &params).await {
@@ -110,10 +88,7 @@ async fn finish(
     let now = now();
     let generation = action.metadata.generation;
     let message = match &target.owner {
-        Some(owner) => format!(
-            "{outcome}; its {} {} will create a replacement",
-            owner.kind, owner.name
-        ),
+        Some(owner) => format!("{outcome}; its {} {} will create a replacement", owner.kind, owner.name),
         None => outcome,
     };
     update_status(ctx, action, |s| {
@@ -130,16 +105,12 @@ async fn finish(
         status::transition(s, Phase::Succeeded, message.clone(), &now);
     })
     .await?;
-    ctx.publish_both(action, None, EventType::Normal, "Terminated", message)
-        .await;
+    ctx.publish_both(action, None, EventType::Normal, "Terminated", message).await;
     // Isolations of the deleted pod can clean up now rather than at their next resync.
     for isolation in ctx.actions.state().iter().filter(|a| {
         a.namespace().as_deref() == Some(namespace)
             && a.spec.action == ActionKind::Isolate
-            && a.status
-                .as_ref()
-                .and_then(|s| s.target.as_ref())
-                .is_some_and(|t| t.uid == target.uid)
+            && a.status.as_ref().and_then(|s| s.target.as_ref()).is_some_and(|t| t.uid == target.uid)
     }) {
         ctx.wake(namespace, &isolation.name_any());
     }
@@ -147,12 +118,7 @@ async fn finish(
 }
 
 fn grace(action: &ResponseAction) -> String {
-    match action
-        .spec
-        .terminate
-        .as_ref()
-        .and_then(|t| t.grace_period_seconds)
-    {
+    match action.spec.terminate.as_ref().and_then(|t| t.grace_period_seconds) {
         Some(seconds) => format!(" with a grace period of {seconds}s"),
         None => " with the pod's own grace period".to_owned(),
     }

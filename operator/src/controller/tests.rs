@@ -37,17 +37,8 @@ fn context(client: Client) -> Arc<Context> {
     let (wake, _woken) = unbounded();
     Arc::new(Context {
         client: client.clone(),
-        guardrails: Guardrails {
-            protected_namespaces: ["kube-system".to_owned()].into(),
-            own_pod: None,
-        },
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "riposte".into(),
-                instance: None,
-            },
-        ),
+        guardrails: Guardrails { protected_namespaces: ["kube-system".to_owned()].into(), own_pod: None },
+        recorder: Recorder::new(client, Reporter { controller: "riposte".into(), instance: None }),
         metrics: Metrics::register(&mut Registry::default()),
         actions,
         wake,
@@ -80,9 +71,7 @@ fn action(namespace: &str, name: &str, kind: ActionKind) -> ResponseAction {
 
 fn terminate(name: &str, grace: Option<i64>) -> ResponseAction {
     let mut action = action(NS, name, ActionKind::Terminate);
-    action.spec.terminate = Some(TerminateOptions {
-        grace_period_seconds: grace,
-    });
+    action.spec.terminate = Some(TerminateOptions { grace_period_seconds: grace });
     action
 }
 
@@ -184,19 +173,10 @@ impl Call {
 
     /// A server-side apply of a status under Riposte's field manager.
     fn assert_status_apply(&self, namespace: &str, name: &str) {
-        assert_eq!(
-            (&self.method, self.path.as_str()),
-            (&Method::PATCH, status_path(namespace, name).as_str())
-        );
-        assert_eq!(
-            self.query.get("fieldManager").map(String::as_str),
-            Some("riposte")
-        );
+        assert_eq!((&self.method, self.path.as_str()), (&Method::PATCH, status_path(namespace, name).as_str()));
+        assert_eq!(self.query.get("fieldManager").map(String::as_str), Some("riposte"));
         assert_eq!(self.query.get("force").map(String::as_str), Some("true"));
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some("application/apply-patch+yaml")
-        );
+        assert_eq!(self.content_type.as_deref(), Some("application/apply-patch+yaml"));
         assert_eq!(self.body["apiVersion"], "riposte.dev/v1alpha1");
         assert_eq!(self.body["kind"], "ResponseAction");
         assert_eq!(self.body["metadata"]["name"], name);
@@ -213,12 +193,7 @@ impl ApiServer {
     async fn next(&mut self) -> Call {
         let (request, respond) = tokio::time::timeout(STEP, self.handle.next_request())
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no further request came within {STEP:?}; requests so far: {:#?}",
-                    self.log
-                )
-            })
+            .unwrap_or_else(|_| panic!("no further request came within {STEP:?}; requests so far: {:#?}", self.log))
             .unwrap_or_else(|| panic!("the client was dropped; requests so far: {:#?}", self.log));
         let (parts, body) = request.into_parts();
         let query = parts
@@ -233,11 +208,8 @@ impl ApiServer {
             })
             .collect();
         let bytes = body.collect_bytes().await.expect("request body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("request body is JSON")
-        };
+        let body =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("request body is JSON") };
         let call = Call {
             method: parts.method,
             path: parts.uri.path().to_owned(),
@@ -268,12 +240,7 @@ impl ApiServer {
     /// The next request, which must publish an Event in `namespace` about `kind` `name`;
     /// answered with the Event echoed. Returns the Event.
     async fn expect_event(&mut self, namespace: &str, kind: &str, name: &str) -> Value {
-        let call = self
-            .expect(
-                Method::POST,
-                &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
-            )
-            .await;
+        let call = self.expect(Method::POST, &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events")).await;
         let event = call.body.clone();
         assert_eq!(event["regarding"]["kind"], kind, "{event:#}");
         assert_eq!(event["regarding"]["name"], name, "{event:#}");
@@ -286,12 +253,9 @@ impl ApiServer {
     async fn done(mut self) -> Vec<String> {
         match tokio::time::timeout(STEP, self.handle.next_request()).await {
             Ok(None) => self.log,
-            Ok(Some((request, _))) => panic!(
-                "unexpected request {} {} after {:#?}",
-                request.method(),
-                request.uri(),
-                self.log
-            ),
+            Ok(Some((request, _))) => {
+                panic!("unexpected request {} {} after {:#?}", request.method(), request.uri(), self.log)
+            }
             Err(_) => panic!("the client was never dropped; is a Context still alive?"),
         }
     }
@@ -301,13 +265,7 @@ impl ApiServer {
 fn mocked() -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    (
-        context(client),
-        ApiServer {
-            handle,
-            log: Vec::new(),
-        },
-    )
+    (context(client), ApiServer { handle, log: Vec::new() })
 }
 
 /// Runs the reconcile of `action` while `scenario` plays the API server, then checks that the
@@ -324,9 +282,8 @@ where
     Fut: Future<Output = ApiServer> + Send + 'static,
 {
     let scenario = tokio::spawn(scenario(server));
-    let result = tokio::time::timeout(STEP * 2, reconcile_action(Arc::new(action), ctx))
-        .await
-        .expect("the reconcile finished");
+    let result =
+        tokio::time::timeout(STEP * 2, reconcile_action(Arc::new(action), ctx)).await.expect("the reconcile finished");
     let server = match scenario.await {
         Ok(server) => server,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -336,10 +293,7 @@ where
 }
 
 fn expect_log(log: &[String], expected: &[(Method, String)]) {
-    let expected: Vec<String> = expected
-        .iter()
-        .map(|(method, path)| format!("{method} {path}"))
-        .collect();
+    let expected: Vec<String> = expected.iter().map(|(method, path)| format!("{method} {path}")).collect();
     assert_eq!(log, expected.as_slice());
 }
 
@@ -362,9 +316,7 @@ async fn terminate_pins_the_uid_then_deletes_exactly_that_pod() {
     let (result, log) = run(ctx, server, action, |mut server| async move {
         server.expect(Method::GET, &pod_path(NS)).await.ok(&pod(NS));
 
-        let running = server
-            .expect(Method::PATCH, &status_path(NS, "kill-web"))
-            .await;
+        let running = server.expect(Method::PATCH, &status_path(NS, "kill-web")).await;
         running.assert_status_apply(NS, "kill-web");
         let body = running.body.clone();
         assert_eq!(body["metadata"]["resourceVersion"], "1");
@@ -385,9 +337,7 @@ async fn terminate_pins_the_uid_then_deletes_exactly_that_pod() {
         deleted["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
         delete.ok(&deleted);
 
-        let done = server
-            .expect(Method::PATCH, &status_path(NS, "kill-web"))
-            .await;
+        let done = server.expect(Method::PATCH, &status_path(NS, "kill-web")).await;
         done.assert_status_apply(NS, "kill-web");
         let body = done.body.clone();
         // Written on top of the status the first write returned, not the stale one.
@@ -396,14 +346,9 @@ async fn terminate_pins_the_uid_then_deletes_exactly_that_pod() {
         assert_eq!(body["status"]["target"]["uid"], POD_UID);
         assert_eq!(history_events(&body), ["TargetResolved", "PodDeleted"]);
         let message = body["status"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("deleted pod {POD} (uid {POD_UID}) on node node-a")), "{message}");
         assert!(
-            message.starts_with(&format!("deleted pod {POD} (uid {POD_UID}) on node node-a")),
-            "{message}"
-        );
-        assert!(
-            message.ends_with(
-                "with a grace period of 5s; its ReplicaSet web-5d8f will create a replacement"
-            ),
+            message.ends_with("with a grace period of 5s; its ReplicaSet web-5d8f will create a replacement"),
             "{message}"
         );
         let conditions = body["status"]["conditions"].as_array().unwrap();
@@ -434,12 +379,8 @@ async fn terminate_pins_the_uid_then_deletes_exactly_that_pod() {
             (Method::POST, events_path(NS)),
         ],
     );
-    let outcome = outcomes
-        .get_or_create(&OutcomeLabels {
-            action: "Terminate".into(),
-            phase: "Succeeded".into(),
-        })
-        .get();
+    let outcome =
+        outcomes.get_or_create(&OutcomeLabels { action: "Terminate".into(), phase: "Succeeded".into() }).get();
     assert_eq!(outcome, 1);
 }
 
@@ -452,23 +393,14 @@ async fn terminate_of_a_missing_pod_fails_the_action_without_error() {
     let object = serde_json::to_value(&action).unwrap();
 
     let (result, log) = run(ctx, server, action, |mut server| async move {
-        server.expect(Method::GET, &pod_path(NS)).await.fail(
-            404,
-            "NotFound",
-            &format!("pods \"{POD}\" not found"),
-        );
+        server.expect(Method::GET, &pod_path(NS)).await.fail(404, "NotFound", &format!("pods \"{POD}\" not found"));
 
-        let failed = server
-            .expect(Method::PATCH, &status_path(NS, "kill-web"))
-            .await;
+        let failed = server.expect(Method::PATCH, &status_path(NS, "kill-web")).await;
         failed.assert_status_apply(NS, "kill-web");
         let body = failed.body.clone();
         assert_eq!(body["metadata"]["resourceVersion"], "1");
         assert_eq!(body["status"]["phase"], "Failed");
-        assert_eq!(
-            body["status"]["message"],
-            format!("pod {POD} not found in namespace {NS}")
-        );
+        assert_eq!(body["status"]["message"], format!("pod {POD} not found in namespace {NS}"));
         assert!(body["status"].get("target").is_none());
         assert_eq!(history_events(&body), ["TargetNotFound"]);
         assert_eq!(body["status"]["conditions"][0]["type"], "Completed");
@@ -486,11 +418,7 @@ async fn terminate_of_a_missing_pod_fails_the_action_without_error() {
     assert_eq!(result.unwrap(), Action::await_change());
     expect_log(
         &log,
-        &[
-            (Method::GET, pod_path(NS)),
-            (Method::PATCH, status_path(NS, "kill-web")),
-            (Method::POST, events_path(NS)),
-        ],
+        &[(Method::GET, pod_path(NS)), (Method::PATCH, status_path(NS, "kill-web")), (Method::POST, events_path(NS))],
     );
 }
 
@@ -584,11 +512,7 @@ async fn status_conflict_reapplies_on_the_fresh_object_without_losing_history() 
 
 /// Answers one GET of the pod with an internal error.
 async fn pod_get_fails(mut server: ApiServer) -> ApiServer {
-    server.expect(Method::GET, &pod_path(NS)).await.fail(
-        500,
-        "InternalError",
-        "etcdserver: request timed out",
-    );
+    server.expect(Method::GET, &pod_path(NS)).await.fail(500, "InternalError", "etcdserver: request timed out");
     server
 }
 
@@ -629,17 +553,11 @@ async fn transient_errors_are_retried_with_a_growing_delay() {
     let failures = keep
         .metrics
         .failures
-        .get_or_create(&crate::metrics::ErrorLabels {
-            kind: "ResponseAction".into(),
-            error: "kube".into(),
-        })
+        .get_or_create(&crate::metrics::ErrorLabels { kind: "ResponseAction".into(), error: "kube".into() })
         .get();
     assert_eq!(failures, 2);
     drop(keep);
-    expect_log(
-        &server.done().await,
-        &[(Method::GET, pod_path(NS)), (Method::GET, pod_path(NS))],
-    );
+    expect_log(&server.done().await, &[(Method::GET, pod_path(NS)), (Method::GET, pod_path(NS))]);
 }
 
 /// Once an action reconciles successfully, its next failure is retried quickly again.
@@ -653,14 +571,8 @@ async fn a_successful_reconcile_resets_the_retry_delay() {
         let server = pod_get_fails(server).await;
         let mut server = pod_get_fails(server).await;
         // Then the pod turns out to be gone: the action fails, the reconcile succeeds.
-        server.expect(Method::GET, &pod_path(NS)).await.fail(
-            404,
-            "NotFound",
-            "pods \"web-1\" not found",
-        );
-        let failed = server
-            .expect(Method::PATCH, &status_path(NS, "kill-web"))
-            .await;
+        server.expect(Method::GET, &pod_path(NS)).await.fail(404, "NotFound", "pods \"web-1\" not found");
+        let failed = server.expect(Method::PATCH, &status_path(NS, "kill-web")).await;
         let body = failed.body.clone();
         failed.ok(&status_applied(&object, &body, "2"));
         server.expect_event(NS, "ResponseAction", "kill-web").await;
@@ -669,19 +581,10 @@ async fn a_successful_reconcile_resets_the_retry_delay() {
     let reconcile = || reconcile_action(Arc::new(action.clone()), ctx.clone());
     let retry = |e: &Error| action_error_policy(Arc::new(action.clone()), e, ctx.clone());
 
-    assert_eq!(
-        retry(&reconcile().await.unwrap_err()),
-        Action::requeue(Duration::from_secs(1))
-    );
-    assert_eq!(
-        retry(&reconcile().await.unwrap_err()),
-        Action::requeue(Duration::from_secs(2))
-    );
+    assert_eq!(retry(&reconcile().await.unwrap_err()), Action::requeue(Duration::from_secs(1)));
+    assert_eq!(retry(&reconcile().await.unwrap_err()), Action::requeue(Duration::from_secs(2)));
     assert_eq!(reconcile().await.unwrap(), Action::await_change());
-    assert_eq!(
-        retry(&reconcile().await.unwrap_err()),
-        Action::requeue(Duration::from_secs(1))
-    );
+    assert_eq!(retry(&reconcile().await.unwrap_err()), Action::requeue(Duration::from_secs(1)));
 
     let server = match scenario.await {
         Ok(server) => server,
@@ -701,32 +604,22 @@ async fn isolate_in_a_protected_namespace_is_refused_without_touching_the_pod() 
     let object = serde_json::to_value(&action).unwrap();
 
     let (result, log) = run(ctx, server, action, |mut server| async move {
-        server
-            .expect(Method::GET, &pod_path("kube-system"))
-            .await
-            .ok(&pod("kube-system"));
+        server.expect(Method::GET, &pod_path("kube-system")).await.ok(&pod("kube-system"));
 
-        let failed = server
-            .expect(Method::PATCH, &status_path("kube-system", "cut-dns"))
-            .await;
+        let failed = server.expect(Method::PATCH, &status_path("kube-system", "cut-dns")).await;
         failed.assert_status_apply("kube-system", "cut-dns");
         let body = failed.body.clone();
         assert_eq!(body["metadata"]["resourceVersion"], "1");
         assert_eq!(body["status"]["phase"], "Failed");
         let message = body["status"]["message"].as_str().unwrap();
-        assert!(
-            message.starts_with("refused: namespace kube-system is protected"),
-            "{message}"
-        );
+        assert!(message.starts_with("refused: namespace kube-system is protected"), "{message}");
         assert!(body["status"].get("target").is_none());
         assert_eq!(history_events(&body), ["Refused"]);
         assert_eq!(body["status"]["conditions"][0]["reason"], "Refused");
         failed.ok(&status_applied(&object, &body, "2"));
 
         // On the action, and on the pod it refused to touch.
-        let event = server
-            .expect_event("kube-system", "ResponseAction", "cut-dns")
-            .await;
+        let event = server.expect_event("kube-system", "ResponseAction", "cut-dns").await;
         assert_eq!(event["type"], "Warning");
         assert_eq!(event["reason"], "Refused");
         let event = server.expect_event("kube-system", "Pod", POD).await;
@@ -757,13 +650,8 @@ async fn isolate_first_adds_its_finalizer_and_nothing_else() {
     let object = serde_json::to_value(&action).unwrap();
 
     let (result, log) = run(ctx, server, action, |mut server| async move {
-        let patch = server
-            .expect(Method::PATCH, &action_path(NS, "cut-web"))
-            .await;
-        assert_eq!(
-            patch.content_type.as_deref(),
-            Some("application/json-patch+json")
-        );
+        let patch = server.expect(Method::PATCH, &action_path(NS, "cut-web")).await;
+        assert_eq!(patch.content_type.as_deref(), Some("application/json-patch+json"));
         assert_eq!(
             patch.body,
             json!([
@@ -827,10 +715,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
 
         // The pod's UID rides in the label patch as a precondition.
         let label = server.expect(Method::PATCH, &pod_path(NS)).await;
-        assert_eq!(
-            label.content_type.as_deref(),
-            Some("application/merge-patch+json")
-        );
+        assert_eq!(label.content_type.as_deref(), Some("application/merge-patch+json"));
         assert_eq!(
             label.body,
             json!({ "metadata": { "uid": POD_UID, "labels": { "riposte.dev/isolated": "cut-web" } } })
@@ -839,36 +724,24 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
         labelled["metadata"]["labels"]["riposte.dev/isolated"] = json!("cut-web");
         label.ok(&labelled);
 
-        let apply = server
-            .expect(Method::PATCH, &policy_path("riposte-isolate-cut-web"))
-            .await;
-        assert_eq!(
-            apply.query.get("fieldManager").map(String::as_str),
-            Some("riposte")
-        );
+        let apply = server.expect(Method::PATCH, &policy_path("riposte-isolate-cut-web")).await;
+        assert_eq!(apply.query.get("fieldManager").map(String::as_str), Some("riposte"));
         assert_eq!(apply.query.get("force").map(String::as_str), Some("true"));
         let policy = apply.body.clone();
         assert_eq!(policy["kind"], "NetworkPolicy");
-        assert_eq!(
-            policy["spec"]["podSelector"]["matchLabels"]["riposte.dev/isolated"],
-            "cut-web"
-        );
+        assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["riposte.dev/isolated"], "cut-web");
         assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
         assert_eq!(policy["metadata"]["ownerReferences"][0]["uid"], "uid-of-cut-web");
         apply.ok(&policy);
 
-        server
-            .expect(
-                Method::GET,
-                &format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
-            )
-            .await
-            .ok(&json!({
+        server.expect(Method::GET, &format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")).await.ok(
+            &json!({
                 "apiVersion": "networking.k8s.io/v1",
                 "kind": "NetworkPolicyList",
                 "metadata": { "resourceVersion": "60" },
                 "items": [allow_web, policy],
-            }));
+            }),
+        );
 
         let exclude = server.expect(Method::PATCH, &policy_path("allow-web")).await;
         assert_eq!(
@@ -889,25 +762,22 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
             exclude.body["spec"]["podSelector"]["matchExpressions"].clone();
         exclude.ok(&excluded);
 
-        server
-            .expect(Method::GET, "/apis/apps/v1/daemonsets")
-            .await
-            .ok(&json!({
+        server.expect(Method::GET, "/apis/apps/v1/daemonsets").await.ok(&json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSetList",
+            "metadata": { "resourceVersion": "61" },
+            "items": [{
                 "apiVersion": "apps/v1",
-                "kind": "DaemonSetList",
-                "metadata": { "resourceVersion": "61" },
-                "items": [{
-                    "apiVersion": "apps/v1",
-                    "kind": "DaemonSet",
-                    "metadata": { "name": "calico-node", "namespace": "kube-system" },
-                    "spec": {
-                        "selector": { "matchLabels": { "k8s-app": "calico-node" } },
-                        "template": { "spec": { "containers": [
-                            { "name": "calico-node", "image": "calico/node" },
-                        ] } },
-                    },
-                }],
-            }));
+                "kind": "DaemonSet",
+                "metadata": { "name": "calico-node", "namespace": "kube-system" },
+                "spec": {
+                    "selector": { "matchLabels": { "k8s-app": "calico-node" } },
+                    "template": { "spec": { "containers": [
+                        { "name": "calico-node", "image": "calico/node" },
+                    ] } },
+                },
+            }],
+        }));
 
         let done = server.expect(Method::PATCH, &status_path(NS, "cut-web")).await;
         done.assert_status_apply(NS, "cut-web");
@@ -916,14 +786,8 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
         assert_eq!(body["status"]["phase"], "Succeeded");
         assert_eq!(body["status"]["target"]["uid"], POD_UID);
         assert_eq!(body["status"]["excludedPolicies"], json!(["allow-web"]));
-        assert_eq!(
-            body["status"]["createdObjects"][0]["name"],
-            "riposte-isolate-cut-web"
-        );
-        assert_eq!(
-            history_events(&body),
-            ["TargetResolved", "PodLabelled", "PolicyApplied", "PolicyExcluded"]
-        );
+        assert_eq!(body["status"]["createdObjects"][0]["name"], "riposte-isolate-cut-web");
+        assert_eq!(history_events(&body), ["TargetResolved", "PodLabelled", "PolicyApplied", "PolicyExcluded"]);
         let conditions: BTreeMap<String, (String, String)> = body["status"]["conditions"]
             .as_array()
             .unwrap()
@@ -931,10 +795,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
             .map(|c| {
                 (
                     c["type"].as_str().unwrap().to_owned(),
-                    (
-                        c["status"].as_str().unwrap().to_owned(),
-                        c["reason"].as_str().unwrap().to_owned(),
-                    ),
+                    (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned()),
                 )
             })
             .collect();
@@ -966,10 +827,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
             (Method::GET, pod_path(NS)),
             (Method::PATCH, pod_path(NS)),
             (Method::PATCH, policy_path("riposte-isolate-cut-web")),
-            (
-                Method::GET,
-                format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
-            ),
+            (Method::GET, format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")),
             (Method::PATCH, policy_path("allow-web")),
             (Method::GET, "/apis/apps/v1/daemonsets".to_owned()),
             (Method::PATCH, status_path(NS, "cut-web")),
