@@ -22,7 +22,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
       printf 'module riposte.dev/kubectl\n\ngo 1.24\n\nrequire k8s.io/kubectl v0.33.13\n' > go.mod
       printf 'package main\n\nimport (\n\t"os"\n\n\t"k8s.io/component-base/cli"\n\t"k8s.io/kubectl/pkg/cmd"\n)\n\nfunc main() { os.Exit(cli.Run(cmd.NewDefaultKubectlCommand())) }\n' > main.go
       GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 go mod tidy
-      GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 go build -o "$kubectl_dir/kubectl" .
+      GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 go build -ldflags "-X k8s.io/component-base/version.gitVersion=v1.33.13" -o "$kubectl_dir/kubectl" .
     )
     rm -rf "$work"
   fi
@@ -36,8 +36,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> CRD YAML matches the Rust types"
 cargo run --quiet --locked -p riposte-crds --bin crdgen -- --check
 
-echo "==> local control plane binaries"
+echo "==> local control plane binaries and Helm"
 cargo run --quiet --locked -p riposte -- prepare
+helm_version=$(cat tests/tools/helm-version)
+helm_dir="${RIPOSTE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/riposte}/tools/helm-$helm_version"
+if [ ! -x "$helm_dir/helm" ]; then
+  echo "building helm $helm_version (first time only)"
+  GOBIN="$helm_dir" CGO_ENABLED=0 GOTOOLCHAIN=local go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+fi
 
 echo "==> tests"
 log=$(mktemp)

@@ -295,6 +295,9 @@ pub fn helm() -> PathBuf {
     let version = version.trim();
     let dir = local::cache_dir().join("tools").join(format!("helm-{version}"));
     let binary = dir.join("helm");
+    // Tests of one binary run in parallel: one builds, the others wait for it.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !binary.exists() {
         eprintln!("building helm {version} (first time only)");
         let status = std::process::Command::new("go")

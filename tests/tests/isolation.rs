@@ -334,3 +334,26 @@ async fn a_dry_run_records_the_plan_and_changes_nothing() {
     );
     assert!(env.policies("shop").get_opt("riposte-isolate-iso-dry").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_known_networkpolicy_enforcer_is_reported_in_the_conditions() {
+    let env = Env::with_operator().await;
+    env.namespace("calico-system").await;
+    env.namespace("shop").await;
+    env.pod("shop", "web-1", &[]).await;
+    let daemonset = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": { "name": "calico-node" },
+        "spec": {
+            "selector": { "matchLabels": { "k8s-app": "calico-node" } },
+            "template": { "metadata": { "labels": { "k8s-app": "calico-node" } },
+                          "spec": { "containers": [{ "name": "calico-node", "image": "calico/node:v3.29" }] } },
+        },
+    });
+    env.apply::<k8s_openapi::api::apps::v1::DaemonSet>("calico-system", daemonset).await;
+    let status = env
+        .run_action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } }), Phase::Succeeded)
+        .await;
+    let enforcement = status.conditions.iter().find(|c| c.type_ == "NetworkPolicyEnforcement").unwrap();
+    assert_eq!((enforcement.status.as_str(), enforcement.reason.as_str()), ("True", "EnforcerFound"));
+    assert_eq!(enforcement.message, "NetworkPolicies are enforced by calico-system/calico-node");
+}
