@@ -220,6 +220,12 @@ pub fn defeating_policies(policies: &[NetworkPolicy], pod: &Pod) -> Vec<Defeatin
         .collect()
 }
 
+/// Whether a policy could let traffic reach or leave some isolated pod: it allows something,
+/// is not Riposte's, and does not exclude isolated pods.
+pub fn may_reopen_isolated_pods(policy: &NetworkPolicy) -> bool {
+    openings(policy).any() && !is_managed_by_riposte(policy) && !expressions(policy).contains(&exclusion_requirement())
+}
+
 pub fn is_managed_by_riposte(policy: &NetworkPolicy) -> bool {
     policy.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
 }
@@ -457,6 +463,19 @@ mod tests {
         assert_eq!(found.len(), 1, "iso-2 must be recorded, or releasing iso-1 would reopen its pod");
         let shared = apply_merge_patch(&excluded, &exclusion_patch(&excluded, "iso-2").unwrap());
         assert_eq!(excluded_for(&shared).len(), 2);
+    }
+
+    #[test]
+    fn only_policies_that_could_select_an_isolated_pod_may_reopen_one() {
+        let allowing = policy("allow", LabelSelector::default(), allow_all_ingress());
+        assert!(may_reopen_isolated_pods(&allowing));
+        let excluded = apply_merge_patch(&allowing, &exclusion_patch(&allowing, "iso-1").unwrap());
+        assert!(!may_reopen_isolated_pods(&excluded));
+        let restored = apply_merge_patch(&excluded, &restore_patch(&excluded, "iso-1").unwrap());
+        assert!(may_reopen_isolated_pods(&restored), "the last release makes it a candidate again");
+        let deny = policy("deny", LabelSelector::default(), NetworkPolicySpec::default());
+        assert!(!may_reopen_isolated_pods(&deny));
+        assert!(!may_reopen_isolated_pods(&isolation_policy(&action(None))));
     }
 
     #[test]

@@ -183,10 +183,12 @@ pub async fn run(
 }
 
 /// The active isolations of a NetworkPolicy's namespace: a policy created or edited there
-/// may select an isolated pod and must be handled at once. Riposte's own policies are
-/// skipped, or every isolation would wake every other one.
+/// may select an isolated pod and must be handled at once. A policy that cannot re-open an
+/// isolated pod wakes nobody: Riposte's own, one that allows nothing, and one that already
+/// excludes isolated pods (else every exclusion of a shared policy would wake every
+/// isolation of the namespace).
 fn isolations_affected_by(store: &Store<ResponseAction>, policy: &NetworkPolicy) -> Vec<ObjectRef<ResponseAction>> {
-    if isolation::is_managed_by_riposte(policy) {
+    if !isolation::may_reopen_isolated_pods(policy) {
         return Vec::new();
     }
     let namespace = policy.namespace();
