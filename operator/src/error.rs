@@ -22,6 +22,9 @@ pub enum Error {
     #[error("cannot start the local control plane: {0}")]
     LocalControlPlane(String),
 
+    #[error("lost the leader lease {0}: could not renew it in time")]
+    LostLeadership(String),
+
     #[error("cannot serve metrics and health endpoints: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -37,6 +40,7 @@ impl Error {
             Error::MissingNamespace(_) => "missing_namespace",
             Error::LocalControlPlane(_) => "local_control_plane",
             Error::Serve(_) => "serve",
+            Error::LostLeadership(_) => "lost_leadership",
         }
     }
 }

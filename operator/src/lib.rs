@@ -10,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod isolation;
+pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod status;

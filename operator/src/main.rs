@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::Client;
 use kube::runtime::events::Reporter;
+use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::guard::Guardrails;
+use riposte::leader;
 use riposte::local::{self, LocalControlPlane};
 use riposte::metrics::Metrics;
 use tracing::{error, info, warn};
@@ -63,6 +64,13 @@ struct RunArgs {
     /// The operator's own namespace, from the downward API; protected.
     #[arg(long, env = "POD_NAMESPACE")]
     pod_namespace: Option<String>,
+    /// Run as one of several replicas: only the holder of a Lease in the operator's
+    /// namespace acts; the others stand by and take over if it stops renewing.
+    #[arg(long, env = "RIPOSTE_LEADER_ELECTION", requires = "pod_namespace")]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "riposte-leader", env = "RIPOSTE_LEASE_NAME")]
+    lease_name: String,
 }
 
 fn main() -> ExitCode {
@@ -117,8 +125,26 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { controller: "riposte".into(), instance: args.pod_name.clone() };
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready.clone());
+    let operator_client = client.clone();
+    let operator_ready = ready.clone();
+    let operate = move || riposte::controller::run(operator_client, guardrails, metrics, reporter, operator_ready);
+    let operated = async {
+        match args.pod_namespace.filter(|_| args.leader_election) {
+            Some(namespace) => {
+                // A standby replica is ready for its role; rollouts must not wait for leadership.
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                let identity = args.pod_name.unwrap_or_else(|| format!("riposte-{}", std::process::id()));
+                let config = leader::Config::new(args.lease_name, identity);
+                leader::run(Api::namespaced(client, &namespace), config, operate).await
+            }
+            None => {
+                operate().await;
+                Ok(())
+            }
+        }
+    };
     tokio::select! {
-        () = riposte::controller::run(client, guardrails, metrics, reporter, ready) => Ok(()),
+        operated = operated => operated,
         served = server => served,
     }
 }

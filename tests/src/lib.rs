@@ -91,6 +91,25 @@ impl Env {
         }));
     }
 
+    /// Starts one replica of the operator with leader election on the Lease
+    /// `riposte-system/riposte-leader`, with short timings; abort the handle to crash it.
+    pub fn spawn_replica(&self, client: Client, identity: &str) -> JoinHandle<riposte::Result<()>> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let reporter = Reporter { controller: "riposte".into(), instance: Some(identity.into()) };
+        let config = riposte::leader::Config {
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_millis(1500),
+            retry_period: Duration::from_millis(250),
+            ..riposte::leader::Config::new("riposte-leader", identity)
+        };
+        let leases = Api::namespaced(client.clone(), "riposte-system");
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(riposte::leader::run(leases, config, move || {
+            riposte::controller::run(client, default_guardrails(), metrics, reporter, ready)
+        }))
+    }
+
     /// Stops the operator abruptly, as a crash would.
     pub fn stop_operator(&mut self) {
         if let Some(handle) = self.operator.take() {
