@@ -65,8 +65,10 @@ pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Duration, le
     }
 }
 
-/// The identity of a lease record: it changes with every renewal or change of holder.
-fn record(lease: &Lease) -> (Option<String>, Option<String>) {
+/// A lease record's holder and renew time: it changes with every renewal or change of holder.
+type Record = (Option<String>, Option<String>);
+
+fn record(lease: &Lease) -> Record {
     let spec = lease.spec.clone().unwrap_or_default();
     (spec.holder_identity, spec.renew_time.map(|t| t.0.to_string()))
 }
@@ -99,7 +101,7 @@ struct Elector {
     api: Api<Lease>,
     config: Config,
     /// The lease record last seen and since when, on our clock.
-    observed: Option<((Option<String>, Option<String>), Instant)>,
+    observed: Option<(Record, Instant)>,
 }
 
 impl Elector {
