@@ -94,6 +94,11 @@ impl Env {
     /// Starts one replica of the operator with leader election on the Lease
     /// `riposte-system/riposte-leader`, with short timings; abort the handle to crash it.
     pub fn spawn_replica(&self, client: Client, identity: &str) -> JoinHandle<riposte::Result<()>> {
+        self.spawn_replica_on(client, identity, "riposte-leader")
+    }
+
+    /// A replica electing its leader on the Lease `riposte-system/<lease>`.
+    pub fn spawn_replica_on(&self, client: Client, identity: &str, lease: &str) -> JoinHandle<riposte::Result<()>> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let reporter = Reporter { controller: "riposte".into(), instance: Some(identity.into()) };
@@ -101,7 +106,7 @@ impl Env {
             lease_duration: Duration::from_secs(2),
             renew_deadline: Duration::from_millis(1500),
             retry_period: Duration::from_millis(250),
-            ..riposte::leader::Config::new("riposte-leader", identity)
+            ..riposte::leader::Config::new(lease, identity)
         };
         let leases = Api::namespaced(client.clone(), "riposte-system");
         let ready = Arc::new(AtomicBool::new(false));

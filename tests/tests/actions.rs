@@ -149,6 +149,13 @@ async fn comments_are_append_only_and_every_one_lands_in_the_history() {
     let edit = json!({ "spec": { "comments": [{ "message": "rewritten" }] } });
     let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap_err();
     assert!(err.to_string().contains("comments are append-only"), "{err}");
+    let remove_all = json!([{ "op": "remove", "path": "/spec/comments" }]);
+    let err = env
+        .actions("shop")
+        .patch("iso", &PatchParams::default(), &Patch::Json::<()>(serde_json::from_value(remove_all).unwrap()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("comments are append-only"), "removing every comment is refused too: {err}");
     let retarget = json!({ "spec": { "target": { "pod": "other" } } });
     let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&retarget)).await.unwrap_err();
     assert!(err.to_string().contains("spec.target is immutable"), "{err}");

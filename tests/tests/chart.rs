@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use riposte_crds::Phase;
-use riposte_e2e::{Env, default_guardrails, helm, repo_path};
+use riposte_e2e::{Env, helm, repo_path};
 use serde_json::json;
 
 fn chart() -> String {
@@ -25,7 +25,7 @@ fn the_chart_lints_cleanly() {
 
 #[tokio::test]
 async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
-    let mut env = Env::start().await;
+    let env = Env::start().await;
     env.namespace("riposte-system").await;
     let rendered = std::process::Command::new(helm())
         .args([
@@ -65,7 +65,8 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     let pods = Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await;
     assert!(matches!(pods, Err(kube::Error::Api(ref e)) if e.code == 403), "{pods:?}");
 
-    env.run_operator(operator, default_guardrails());
+    // As the chart runs it: with leader election on its Lease, through the chart's Role.
+    let replica = env.spawn_replica_on(operator, "riposte-0", "riposte-leader");
     env.namespace("shop").await;
     env.pod("shop", "web-1", &[("app", "web")]).await;
     env.pod("shop", "web-2", &[("app", "web")]).await;
@@ -101,4 +102,18 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     .await;
     let events = env.kubectl(&["get", "events", "-n", "shop", "-o", "name"]);
     assert!(!String::from_utf8_lossy(&events.stdout).trim().is_empty(), "Events were published with the chart's RBAC");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(env.client.clone(), "riposte-system");
+    let lease = leases.get("riposte-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("riposte-0"));
+    assert!(!replica.is_finished(), "the replica still leads: {replica:?}");
+    let deployment = env.kubectl(&[
+        "get",
+        "deployment",
+        "riposte",
+        "-n",
+        "riposte-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    assert!(String::from_utf8_lossy(&deployment.stdout).contains("--lease-name=riposte-leader"));
 }

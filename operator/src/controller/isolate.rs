@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, now, record_new_comments, resolve_target,
-    update_status,
+    Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, locate_target, now, record_new_comments,
+    resolve_target, update_status,
 };
 use crate::error::{Error, Result};
 use crate::guard;
@@ -278,7 +278,7 @@ async fn dry_run(action: &ResponseAction, ctx: &Context, pod: &Pod, target: &Res
     let policy = isolation::isolation_policy(action);
     let mut plan = format!(
         "dry run: would label {} {ISOLATED_LABEL}={} and create NetworkPolicy {}",
-        describe_target(target),
+        locate_target(target),
         action.name_any(),
         policy.name_any()
     );

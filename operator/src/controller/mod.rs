@@ -353,11 +353,18 @@ fn resolve_target(pod: &Pod) -> ResolvedTarget {
     }
 }
 
-fn describe_target(target: &ResolvedTarget) -> String {
+/// "pod NAME (uid UID) on node NODE", to stand inside a sentence.
+fn locate_target(target: &ResolvedTarget) -> String {
     let mut text = format!("pod {} (uid {})", target.pod, target.uid);
     if let Some(node) = &target.node {
         text.push_str(&format!(" on node {node}"));
     }
+    text
+}
+
+/// The target with its controller, for the history.
+fn describe_target(target: &ResolvedTarget) -> String {
+    let mut text = locate_target(target);
     match &target.owner {
         Some(owner) => text.push_str(&format!(", controlled by {} {}", owner.kind, owner.name)),
         None => text.push_str(", not controlled by a workload"),

@@ -8,7 +8,9 @@ use kube::{Api, ResourceExt};
 use riposte_crds::{ActionKind, Phase, ResolvedTarget, ResponseAction};
 
 use super::isolate::finish_dry_run;
-use super::{Context, describe_target, fail, is_status, now, record_new_comments, resolve_target, update_status};
+use super::{
+    Context, describe_target, fail, is_status, locate_target, now, record_new_comments, resolve_target, update_status,
+};
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::status::{self, condition};
@@ -41,7 +43,8 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             }
             let target = resolve_target(&pod);
             if action.spec.dry_run {
-                let plan = format!("dry run: would delete {}{}", describe_target(&target), grace(action));
+                let plan =
+                    with_owner(format!("dry run: would delete {}{}", locate_target(&target), grace(action)), &target);
                 return finish_dry_run(action, ctx, &pod, &target, plan).await;
             }
             // The UID is recorded before the delete: after a crash, the retry deletes this
@@ -65,7 +68,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
         ..DeleteParams::default()
     };
     let outcome = match pods.delete(&target.pod, &params).await {
-        Ok(_) => format!("deleted {}{}", describe_target(&target), grace(action)),
+        Ok(_) => format!("deleted {}{}", locate_target(&target), grace(action)),
         Err(e) if is_status(&e, 404) => format!("pod {} was already gone", target.pod),
         Err(e) if is_status(&e, 409) => {
             format!(
@@ -87,10 +90,7 @@ async fn finish(
 ) -> Result<Action> {
     let now = now();
     let generation = action.metadata.generation;
-    let message = match &target.owner {
-        Some(owner) => format!("{outcome}; its {} {} will create a replacement", owner.kind, owner.name),
-        None => outcome,
-    };
+    let message = with_owner(outcome, target);
     update_status(ctx, action, |s| {
         status::record(s, "PodDeleted", message.clone(), &now);
         status::set_condition(
@@ -115,6 +115,14 @@ async fn finish(
         ctx.wake(namespace, &isolation.name_any());
     }
     Ok(Action::await_change())
+}
+
+/// Tells the analyst when the pod will come back.
+fn with_owner(outcome: String, target: &ResolvedTarget) -> String {
+    match &target.owner {
+        Some(owner) => format!("{outcome}; its {} {} will create a replacement", owner.kind, owner.name),
+        None => format!("{outcome}; no workload controls it, so it will not come back"),
+    }
 }
 
 fn grace(action: &ResponseAction) -> String {
