@@ -9,15 +9,57 @@
 pub mod alert;
 pub mod catalog;
 pub mod response_action;
+pub mod response_policy;
 
-pub use alert::{Alert, AlertSpec, AlertStatus, AlertType, Entities, Evidence, LinkedAction, Severity, Tactic};
+pub use alert::{
+    Alert, AlertPolicyDecision, AlertSpec, AlertState, AlertStatus, AlertType, Classification, Entities, Evidence,
+    LinkedAction, RecordedTriage, Severity, Tactic,
+};
 pub use response_action::*;
+pub use response_policy::*;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
 
 use kube::CustomResourceExt;
 
 /// Every CRD of Riposte, in the order they are written to `crds/`.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![ResponseAction::crd(), Alert::crd()]
+    vec![ResponseAction::crd(), Alert::crd(), ResponsePolicy::crd()]
+}
+
+/// An analyst's comment on an action or an alert.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    /// The comment.
+    #[schemars(length(min = 1, max = 2048))]
+    pub message: String,
+    /// Who wrote it: the identity the apiserver authenticated. The chart's admission policy
+    /// rejects a new comment signed with any other name.
+    #[schemars(length(min = 1, max = 253))]
+    pub author: String,
+    /// When it was written; the controller records when it saw the comment if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+/// Comments can be appended, never edited, reordered or removed. CEL in Kubernetes 1.33 has
+/// no list slicing, so each old comment must stay at its index.
+pub(crate) const APPEND_ONLY_RULE: &str =
+    "self.size() >= oldSelf.size() && oldSelf.all(c, self.indexOf(c) == oldSelf.indexOf(c))";
+pub(crate) const APPEND_ONLY_MESSAGE: &str =
+    "comments are append-only: existing comments cannot be edited, reordered or removed";
+
+/// The rule that keeps each of these optional fields present exactly when it was present
+/// before, and unchanged. Per-field `self == oldSelf` rules alone miss a field being added or
+/// removed, because transition rules only run when the field exists on both sides.
+pub(crate) fn unchanged_when_present_rule(fields: &[&str]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))"))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// The YAML file a CRD is written to: `<group>_<plural>.yaml`, as controller-gen names them.

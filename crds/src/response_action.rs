@@ -4,15 +4,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// The spec fields that may never change after creation. Comments are the only part of the
-/// spec an analyst may add to later, so every other field is listed here and the apiserver
-/// rejects any edit through the rules generated from this list.
-const IMMUTABLE_OPTIONAL_FIELDS: [&str; 5] = ["comment", "alertRef", "isolation", "terminate", "release"];
+use crate::Comment;
+
+/// The optional spec fields that may never change after creation. Comments (appended) and
+/// the approval (given once) are the only parts of the spec that change later, so every
+/// other optional field is listed here and the apiserver rejects any edit through the rule
+/// generated from this list.
+const IMMUTABLE_OPTIONAL_FIELDS: [&str; 6] = ["comment", "alertRef", "isolation", "terminate", "release", "policyRef"];
 
 /// A response to a threat, carried out on one pod by the Riposte controller.
 ///
-/// Lives in the namespace of the pod it acts on. Everything in the spec except `comments`
-/// is immutable once created; comments can only be appended.
+/// Lives in the namespace of the pod it acts on. Everything in the spec is immutable once
+/// created, except that comments can be appended and a required approval given once.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "riposte.dev",
@@ -28,13 +31,18 @@ const IMMUTABLE_OPTIONAL_FIELDS: [&str; 5] = ["comment", "alertRef", "isolation"
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Comment", type_ = "string", json_path = ".spec.comment"),
     printcolumn(name = "Alert", type_ = "string", json_path = ".spec.alertRef.name"),
+    printcolumn(name = "Requested by", type_ = "string", json_path = ".spec.requestedBy"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policyRef.name", priority = 1),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
     validation = Rule::new("self.metadata.name.size() <= 63").message("a ResponseAction name must be at most 63 characters: it is used as a label value on the target pod"),
 )]
 #[x_kube(validation = Rule::new("self.action == 'Isolate' || !has(self.isolation)").message("spec.isolation applies only to action Isolate"))]
 #[x_kube(validation = Rule::new("self.action == 'Terminate' || !has(self.terminate)").message("spec.terminate applies only to action Terminate"))]
 #[x_kube(validation = Rule::new("self.action == 'Release' || !has(self.release)").message("spec.release applies only to action Release"))]
-#[x_kube(validation = Rule::new(immutable_fields_rule()).message("spec is immutable once created, except that comments may be appended"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.comments) || has(self.comments)").message(crate::APPEND_ONLY_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.approval) || self.approvalRequired").message("spec.approval applies only to an action with approvalRequired: true"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.approval) || (has(self.approval) && self.approval == oldSelf.approval)").message("an approval cannot be changed or withdrawn once given"))]
+#[x_kube(validation = Rule::new(crate::unchanged_when_present_rule(&IMMUTABLE_OPTIONAL_FIELDS)).message("spec is immutable once created, except that comments may be appended and an approval given"))]
 #[serde(rename_all = "camelCase")]
 pub struct ResponseActionSpec {
     /// What to do to the target pod.
@@ -45,6 +53,13 @@ pub struct ResponseActionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.target is immutable"))]
     pub target: Target,
 
+    /// Who requested this action: the identity the apiserver authenticated
+    /// (`kubectl auth whoami`). The chart's admission policy rejects any other value, so
+    /// the action center's record of who did what cannot be forged.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.requestedBy is immutable"))]
+    pub requested_by: String,
+
     /// Why this action is taken. Shown in the action center.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -53,6 +68,20 @@ pub struct ResponseActionSpec {
     /// The Alert (in this namespace) that this action responds to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_ref: Option<AlertRef>,
+
+    /// The ResponsePolicy that created this action; set only by Riposte itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<PolicyRef>,
+
+    /// Hold the action until a responder other than the requester approves it.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.approvalRequired is immutable"))]
+    pub approval_required: bool,
+
+    /// The decision on an action that requires approval. Given once; the chart's admission
+    /// policy requires `by` to be the identity the apiserver authenticated, and not the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
 
     /// Record what would be done without changing anything in the cluster.
     #[serde(default)]
@@ -76,19 +105,8 @@ pub struct ResponseActionSpec {
     /// edited nor removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
-    #[x_kube(validation = Rule::new("self.size() >= oldSelf.size() && oldSelf.all(c, self.indexOf(c) == oldSelf.indexOf(c))").message("comments are append-only: existing comments cannot be edited, reordered or removed"))]
-    pub comments: Vec<ActionComment>,
-}
-
-/// Builds the rule that keeps every optional spec field present exactly when it was present
-/// before and unchanged; per-field `self == oldSelf` rules alone miss a field being added or
-/// removed, because transition rules only run when the field exists on both sides.
-fn immutable_fields_rule() -> String {
-    IMMUTABLE_OPTIONAL_FIELDS
-        .iter()
-        .map(|f| format!("(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))"))
-        .collect::<Vec<_>>()
-        .join(" && ")
+    #[x_kube(validation = Rule::new(crate::APPEND_ONLY_RULE).message(crate::APPEND_ONLY_MESSAGE))]
+    pub comments: Vec<Comment>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -193,6 +211,33 @@ impl Protocol {
     }
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    /// Name of the ResponsePolicy.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub decision: ApprovalDecision,
+    /// Who decided: the identity the apiserver authenticated.
+    #[schemars(length(min = 1, max = 253))]
+    pub by: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub comment: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum ApprovalDecision {
+    Approved,
+    Rejected,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TerminateOptions {
@@ -200,6 +245,33 @@ pub struct TerminateOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub grace_period_seconds: Option<i64>,
+    /// Keep the pod's manifest and its containers' recent logs before deleting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceOptions>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceOptions {
+    /// BestEffort: keep what can be captured, record what could not, and delete the pod.
+    /// Required: delete the pod only once everything was captured; otherwise fail.
+    #[serde(default)]
+    pub capture: EvidenceCapture,
+    /// The most bytes of recent log kept per container.
+    #[serde(default = "default_log_limit_bytes")]
+    #[schemars(range(min = 1024, max = 262144))]
+    pub log_limit_bytes: i64,
+}
+
+fn default_log_limit_bytes() -> i64 {
+    65536
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum EvidenceCapture {
+    #[default]
+    BestEffort,
+    Required,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -211,16 +283,6 @@ pub struct ReleaseOptions {
     pub action_name: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionComment {
-    /// The comment.
-    #[schemars(length(min = 1, max = 2048))]
-    pub message: String,
-    /// When it was written; the controller records when it saw the comment if unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<Time>,
-}
 
 /// What happened to a ResponseAction, as recorded by the controller.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -254,6 +316,9 @@ pub struct ResponseActionStatus {
     /// For a Release action: the Isolate actions it undoes, fixed when first reconciled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<String>,
+    /// For a Terminate action with evidence capture: what was kept, and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Every step and comment, oldest first. Entries are never removed.
@@ -261,23 +326,52 @@ pub struct ResponseActionStatus {
     pub history: Vec<HistoryEntry>,
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceRecord {
+    /// The ConfigMap (immutable, in the operator's namespace) holding the evidence.
+    pub config_map: ObjectReference,
+    pub captured_at: Time,
+    /// Whether everything asked for was captured.
+    pub complete: bool,
+    /// Each piece of evidence: the pod manifest and one log per container.
+    pub items: Vec<EvidenceItem>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceItem {
+    /// The key in the ConfigMap, such as pod.yaml or logs-app.txt.
+    pub key: String,
+    pub bytes: i64,
+    /// Why it is missing or cut short, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum Phase {
     Pending,
+    /// Held until a responder approves or rejects it.
+    AwaitingApproval,
     Running,
     Succeeded,
     Failed,
     /// An isolation that a Release action (or the deletion of this action, or of the pod) undid.
     Released,
+    /// A responder rejected the action; nothing was done.
+    Rejected,
 }
 
 impl Phase {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Released)
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Released | Phase::Rejected)
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
+            Phase::AwaitingApproval => "AwaitingApproval",
+            Phase::Rejected => "Rejected",
             Phase::Running => "Running",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
@@ -322,4 +416,7 @@ pub struct HistoryEntry {
     /// What the entry records, such as TargetResolved, PolicyApplied, Comment or Released.
     pub event: String,
     pub message: String,
+    /// Who did it, when a person or a policy did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }

@@ -27,6 +27,9 @@ pub enum Error {
 
     #[error("cannot serve metrics and health endpoints: {0}")]
     Serve(#[source] std::io::Error),
+
+    #[error("cannot serialize a status: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -41,6 +44,7 @@ impl Error {
             Error::LocalControlPlane(_) => "local_control_plane",
             Error::Serve(_) => "serve",
             Error::LostLeadership(_) => "lost_leadership",
+            Error::Serialize(_) => "serialize",
         }
     }
 }

@@ -333,6 +333,10 @@ mod tests {
             ResponseActionSpec {
                 action: ActionKind::Isolate,
                 target: Target { pod: "web-1".into() },
+                requested_by: "carol".into(),
+                policy_ref: None,
+                approval_required: false,
+                approval: None,
                 comment: None,
                 alert_ref: None,
                 dry_run: false,

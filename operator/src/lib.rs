@@ -1,18 +1,22 @@
 //! Riposte: a Kubernetes threat-response operator.
 //!
-//! The pure parts (`isolation`, `guard`, `status`, `enforcer`) decide; `controller` reads
-//! and writes the API around them; `local` runs a control plane for use without a cluster.
+//! The pure parts (`isolation`, `guard`, `status`, `enforcer`, `policy`, `triage`,
+//! `evidence`) decide; `controller` reads and writes the API around them; `local` runs a
+//! control plane for use without a cluster.
 #![forbid(unsafe_code)]
 
 pub mod controller;
 pub mod enforcer;
 pub mod error;
+pub mod evidence;
 pub mod guard;
 pub mod http;
 pub mod isolation;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod policy;
 pub mod status;
+pub mod triage;
 
 pub use error::{Error, Result};

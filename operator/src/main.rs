@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::guard::Guardrails;
+use riposte::controller::Settings;
 use riposte::leader;
 use riposte::local::{self, LocalControlPlane};
 use riposte::metrics::Metrics;
@@ -71,6 +73,14 @@ struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "riposte-leader", env = "RIPOSTE_LEASE_NAME")]
     lease_name: String,
+    /// Where the operator keeps evidence and reads the automation kill switch (ConfigMap
+    /// riposte-automation) when it does not run in a pod.
+    #[arg(long, default_value = "riposte-system", env = "RIPOSTE_NAMESPACE")]
+    namespace: String,
+    /// A detection repeating an open Alert (same type, same entities) within this many
+    /// seconds of its last sighting is folded into it.
+    #[arg(long, default_value_t = 3600, env = "RIPOSTE_ALERT_DEDUP_WINDOW_SECONDS")]
+    alert_dedup_window_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +129,14 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let guardrails =
         Guardrails { protected_namespaces: protected, own_pod: args.pod_namespace.clone().zip(args.pod_name.clone()) };
     info!(protected = ?guardrails.protected_namespaces, "guardrails");
+    let identity = riposte::controller::identity(&client).await?;
+    info!(%identity, "authenticated");
+    let settings = Settings {
+        guardrails,
+        namespace: args.pod_namespace.clone().unwrap_or(args.namespace),
+        identity,
+        alert_dedup_window: Duration::from_secs(args.alert_dedup_window_seconds),
+    };
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -127,7 +145,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready.clone());
     let operator_client = client.clone();
     let operator_ready = ready.clone();
-    let operate = move || riposte::controller::run(operator_client, guardrails, metrics, reporter, operator_ready);
+    let operate = move || riposte::controller::run(operator_client, settings, metrics, reporter, operator_ready);
     let operated = async {
         match args.pod_namespace.filter(|_| args.leader_election) {
             Some(namespace) => {
@@ -153,6 +171,7 @@ async fn start_local() -> riposte::Result<(Client, Option<LocalControlPlane>)> {
     let plane = LocalControlPlane::start(local::Options::default()).await?;
     let client = plane.client().await?;
     local::install_crds(&client).await?;
+    local::create_namespace(&client, "riposte-system").await?;
     println!(
         "\nRiposte is running against a local control plane (no nodes: pods are stored, never run).\n\
          In another terminal:\n\n  export KUBECONFIG={}\n  kubectl apply -f examples/scenario.yaml\n  kubectl get riposte -A\n\n\

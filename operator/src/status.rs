@@ -2,7 +2,7 @@
 //! history, and the recording of analysts' comments.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use riposte_crds::{HistoryEntry, Phase, ResponseActionSpec, ResponseActionStatus};
+use riposte_crds::{Comment, HistoryEntry, Phase, ResponseActionStatus};
 
 /// Condition types of a ResponseAction.
 pub mod condition {
@@ -12,6 +12,8 @@ pub mod condition {
     pub const ISOLATED: &str = "Isolated";
     /// For Isolate: whether a NetworkPolicy enforcer appears to run in the cluster.
     pub const ENFORCEMENT: &str = "NetworkPolicyEnforcement";
+    /// For an action that requires approval: whether it was approved.
+    pub const APPROVED: &str = "Approved";
 }
 
 /// Sets a condition, keeping its lastTransitionTime when its status does not change.
@@ -46,23 +48,29 @@ pub fn set_condition(
 /// Appends a history entry unless the same event with the same message is already there:
 /// a step repeated after a crash or a conflict is recorded once.
 pub fn record(status: &mut ResponseActionStatus, event: &str, message: impl Into<String>, now: &Time) {
-    let message = message.into();
-    if !status.history.iter().any(|h| h.event == event && h.message == message) {
-        status.history.push(HistoryEntry { time: now.clone(), event: event.to_owned(), message });
+    append(&mut status.history, event, message.into(), None, now);
+}
+
+/// Appends a history entry naming who did it, once (see [`record`]).
+pub fn append(history: &mut Vec<HistoryEntry>, event: &str, message: String, by: Option<&str>, now: &Time) {
+    if !history.iter().any(|h| h.event == event && h.message == message) {
+        history.push(HistoryEntry { time: now.clone(), event: event.to_owned(), message, by: by.map(str::to_owned) });
     }
 }
 
 pub const COMMENT_EVENT: &str = "Comment";
 
-/// Copies the comments not yet in the history into it, in order, with their own time when
-/// they carry one. Comments are append-only, so the count already recorded tells which are new.
-pub fn record_comments(spec: &ResponseActionSpec, status: &mut ResponseActionStatus, now: &Time) {
-    let recorded = status.history.iter().filter(|h| h.event == COMMENT_EVENT).count();
-    for comment in spec.comments.iter().skip(recorded) {
-        status.history.push(HistoryEntry {
+/// Copies the comments not yet in the history into it, in order, with their author and their
+/// own time when they carry one. Comments are append-only, so the count already recorded
+/// tells which are new.
+pub fn record_comments(comments: &[Comment], history: &mut Vec<HistoryEntry>, now: &Time) {
+    let recorded = history.iter().filter(|h| h.event == COMMENT_EVENT).count();
+    for comment in comments.iter().skip(recorded) {
+        history.push(HistoryEntry {
             time: comment.time.clone().unwrap_or_else(|| now.clone()),
             event: COMMENT_EVENT.to_owned(),
             message: comment.message.clone(),
+            by: Some(comment.author.clone()),
         });
     }
 }
@@ -81,7 +89,11 @@ pub fn transition(status: &mut ResponseActionStatus, phase: Phase, message: impl
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
-    use riposte_crds::{ActionComment, ActionKind, Target};
+    use riposte_crds::{ActionKind, ResponseActionSpec, Target};
+
+    fn comment(message: &str, time: Option<Time>) -> Comment {
+        Comment { message: message.into(), author: "alice".into(), time }
+    }
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(1_700_000_000 + secs).unwrap())
@@ -114,28 +126,33 @@ mod tests {
         let mut spec = ResponseActionSpec {
             action: ActionKind::Isolate,
             target: Target { pod: "p".into() },
+            requested_by: "alice".into(),
+            policy_ref: None,
+            approval_required: false,
+            approval: None,
             comment: None,
             alert_ref: None,
             dry_run: false,
             isolation: None,
             terminate: None,
             release: None,
-            comments: vec![ActionComment { message: "first".into(), time: Some(at(1)) }],
+            comments: vec![comment("first", Some(at(1)))],
         };
         let mut s = ResponseActionStatus::default();
         record(&mut s, "TargetResolved", "pod p", &at(0));
-        record_comments(&spec, &mut s, &at(2));
-        record_comments(&spec, &mut s, &at(3));
-        spec.comments.push(ActionComment { message: "same text".into(), time: None });
-        spec.comments.push(ActionComment { message: "same text".into(), time: None });
-        record_comments(&spec, &mut s, &at(4));
+        record_comments(&spec.comments, &mut s.history, &at(2));
+        record_comments(&spec.comments, &mut s.history, &at(3));
+        spec.comments.push(comment("same text", None));
+        spec.comments.push(comment("same text", None));
+        record_comments(&spec.comments, &mut s.history, &at(4));
         let comments: Vec<_> = s
             .history
             .iter()
             .filter(|h| h.event == COMMENT_EVENT)
-            .map(|h| (h.message.as_str(), h.time.clone()))
+            .map(|h| (h.message.as_str(), h.time.clone(), h.by.as_deref()))
             .collect();
-        assert_eq!(comments, vec![("first", at(1)), ("same text", at(4)), ("same text", at(4))]);
+        let alice = Some("alice");
+        assert_eq!(comments, vec![("first", at(1), alice), ("same text", at(4), alice), ("same text", at(4), alice)]);
     }
 
     #[test]

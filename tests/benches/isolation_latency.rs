@@ -95,7 +95,7 @@ async fn run_operator_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -
                 waiters.lock().unwrap().insert(name.clone(), tx);
                 let begun = Instant::now();
                 let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
-                                     "spec": { "action": "Isolate", "target": { "pod": format!("pod-{i}") } } });
+                                     "spec": { "action": "Isolate", "target": { "pod": format!("pod-{i}") }, "requestedBy": "riposte-admin" } });
                 api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
                 let done = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("isolated within 60s").unwrap();
                 done - begun
@@ -129,7 +129,7 @@ async fn run_floor_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> B
                 let pod_name = format!("pod-{i}");
                 let begun = Instant::now();
                 let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
-                                     "spec": { "action": "Isolate", "target": { "pod": pod_name }, "dryRun": true } });
+                                     "spec": { "action": "Isolate", "target": { "pod": pod_name }, "dryRun": true, "requestedBy": "riposte-admin" } });
                 let created = actions.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
                 let pod = pods.get(&pod_name).await.unwrap();
                 let label = json!({ "metadata": { "uid": pod.uid(), "labels": { ISOLATED_LABEL: name } } });

@@ -15,6 +15,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
+use riposte::controller::Settings;
 use riposte::guard::Guardrails;
 use riposte::local::{self, LocalControlPlane, Options};
 use riposte::metrics::Metrics;
@@ -23,6 +24,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(30);
+/// The local control plane's admin, in system:masters.
+pub const ADMIN: &str = "riposte-admin";
 
 /// A control plane with the CRDs installed, and optionally the operator running.
 pub struct Env {
@@ -82,8 +85,9 @@ impl Env {
         drop(listener);
         self.metrics_addr = Some(addr);
         let server = riposte::http::serve(addr, Arc::new(registry), ready.clone());
-        let controller = riposte::controller::run(client, guardrails, metrics, reporter, ready);
         self.operator = Some(tokio::spawn(async move {
+            let settings = settings(&client, guardrails).await;
+            let controller = riposte::controller::run(client, settings, metrics, reporter, ready);
             tokio::select! {
                 () = controller => {}
                 served = server => served.expect("the metrics endpoint serves"),
@@ -110,9 +114,13 @@ impl Env {
         };
         let leases = Api::namespaced(client.clone(), "riposte-system");
         let ready = Arc::new(AtomicBool::new(false));
-        tokio::spawn(riposte::leader::run(leases, config, move || {
-            riposte::controller::run(client, default_guardrails(), metrics, reporter, ready)
-        }))
+        tokio::spawn(async move {
+            let settings = settings(&client, default_guardrails()).await;
+            riposte::leader::run(leases, config, move || {
+                riposte::controller::run(client, settings, metrics, reporter, ready)
+            })
+            .await
+        })
     }
 
     /// Stops the operator abruptly, as a crash would.
@@ -179,8 +187,11 @@ impl Env {
             .unwrap_or_else(|e| panic!("applying {name} failed: {e}"))
     }
 
-    /// Creates a ResponseAction from its spec.
-    pub async fn action(&self, namespace: &str, name: &str, spec: Value) -> ResponseAction {
+    /// Creates a ResponseAction from its spec, requested by the admin unless it names a requester.
+    pub async fn action(&self, namespace: &str, name: &str, mut spec: Value) -> ResponseAction {
+        if spec.get("requestedBy").is_none() {
+            spec["requestedBy"] = json!(ADMIN);
+        }
         self.apply(namespace, json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name }, "spec": spec }))
             .await
     }
@@ -250,6 +261,17 @@ pub fn default_guardrails() -> Guardrails {
     Guardrails {
         protected_namespaces: ["kube-system".to_string(), "riposte-system".to_string()].into(),
         own_pod: Some(("riposte-system".into(), "riposte-0".into())),
+    }
+}
+
+/// The operator's settings in tests: its namespace is riposte-system, repeats within an
+/// hour are folded, and its identity is whatever the apiserver says the client is.
+pub async fn settings(client: &Client, guardrails: Guardrails) -> Settings {
+    Settings {
+        guardrails,
+        namespace: "riposte-system".into(),
+        identity: riposte::controller::identity(client).await.expect("the operator learns who it is"),
+        alert_dedup_window: Duration::from_secs(3600),
     }
 }
 

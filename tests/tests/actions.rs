@@ -129,7 +129,7 @@ async fn comments_are_append_only_and_every_one_lands_in_the_history() {
     // Comments race the controller's own status writes; none may be lost.
     let mut comments = Vec::new();
     for i in 0..15 {
-        comments.push(json!({ "message": format!("note {i}") }));
+        comments.push(json!({ "message": format!("note {i}"), "author": "riposte-admin" }));
         let patch = json!({ "spec": { "comments": comments } });
         env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
@@ -146,7 +146,7 @@ async fn comments_are_append_only_and_every_one_lands_in_the_history() {
     let steps: Vec<_> = history.iter().filter(|h| h.event != "Comment").map(|h| h.event.clone()).collect();
     assert_eq!(steps, vec!["TargetResolved", "PodLabelled", "PolicyApplied"], "each step once");
 
-    let edit = json!({ "spec": { "comments": [{ "message": "rewritten" }] } });
+    let edit = json!({ "spec": { "comments": [{ "message": "rewritten", "author": "riposte-admin" }] } });
     let err = env.actions("shop").patch("iso", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap_err();
     assert!(err.to_string().contains("comments are append-only"), "{err}");
     let remove_all = json!([{ "op": "remove", "path": "/spec/comments" }]);

@@ -34,7 +34,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     if let Some(releaser) = release_request(ctx, action) {
         return release(action, ctx, &releaser).await;
     }
-    if current.phase == Some(Phase::Failed) || (action.spec.dry_run && current.phase.is_some()) {
+    if current.phase == Some(Phase::Failed) || (action.spec.dry_run && current.phase.is_some_and(Phase::is_terminal)) {
         return record_new_comments(ctx, action).await;
     }
     // The action as last written: later status writes build on it, not on a stale copy.
@@ -77,7 +77,7 @@ async fn resolve(action: &ResponseAction, ctx: &Context) -> Result<Resolution> {
         let message = format!("pod {pod_name} not found in namespace {namespace}");
         return fail(ctx, action, None, "TargetNotFound", message).await.map(Resolution::Done);
     };
-    if let Some(refusal) = guard::refusal(&ctx.guardrails, &pod) {
+    if let Some(refusal) = guard::refusal(&ctx.settings.guardrails, &pod) {
         return fail(ctx, action, Some(&pod), "Refused", refusal).await.map(Resolution::Done);
     }
     if let Some(other) = pod

@@ -5,7 +5,9 @@
 //! touch the API.
 
 mod alert;
+mod approval;
 mod isolate;
+mod policy;
 mod release;
 mod terminate;
 #[cfg(test)]
@@ -18,17 +20,22 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use riposte_crds::{ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus};
+use riposte_crds::{
+    ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus, ResponsePolicy,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -37,6 +44,7 @@ use crate::error::{Error, Result, backoff};
 use crate::guard::Guardrails;
 use crate::isolation;
 use crate::metrics::{ActionLabels, ErrorLabels, KindLabels, Metrics, OutcomeLabels};
+use crate::policy::PolicyActionRecord;
 use crate::status::{self, condition};
 
 /// The one field manager of every object and status Riposte writes.
@@ -51,13 +59,36 @@ const ENFORCER_CACHE: Duration = Duration::from_secs(60);
 /// Attempts at a status write that conflicts with concurrent writers before requeueing.
 const CONFLICT_ATTEMPTS: usize = 8;
 
+/// How the operator is set up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub guardrails: Guardrails,
+    /// The operator's own namespace: evidence is kept there, and the automation kill
+    /// switch (ConfigMap `riposte-automation`) is read from there.
+    pub namespace: String,
+    /// Who the operator is, as the apiserver authenticates it (see [`identity`]): the
+    /// requester of the actions its policies create.
+    pub identity: String,
+    /// Repeated detections of the same alert type on the same entities within this window
+    /// are folded into the open Alert.
+    pub alert_dedup_window: Duration,
+}
+
+/// The ConfigMap, in the operator's namespace, whose `paused: "true"` stops every policy.
+pub const AUTOMATION_CONFIG_MAP: &str = "riposte-automation";
+
 pub struct Context {
     pub client: Client,
-    pub guardrails: Guardrails,
+    pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// Every ResponseAction, as the controller's watch sees it.
     actions: Store<ResponseAction>,
+    alerts: Store<Alert>,
+    policies: Store<ResponsePolicy>,
+    /// Actions the policies created that the watch may not show yet; decisions about
+    /// cooldowns and rate limits are taken under this lock, one alert at a time.
+    automated: Mutex<Vec<PolicyActionRecord>>,
     /// Asks the controller to reconcile another action now (a release and its isolations
     /// wake each other instead of polling).
     wake: UnboundedSender<ObjectRef<ResponseAction>>,
@@ -120,23 +151,36 @@ impl Context {
     }
 }
 
-/// Runs both controllers until a shutdown signal.
+/// Who this client is, as the apiserver authenticates it (what `kubectl auth whoami` says).
+pub async fn identity(client: &Client) -> Result<String> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(review.status.and_then(|s| s.user_info).and_then(|u| u.username).unwrap_or_default())
+}
+
+/// Runs the controllers until a shutdown signal.
 pub async fn run(
     client: Client,
-    guardrails: Guardrails,
+    settings: Settings,
     metrics: Metrics,
     reporter: Reporter,
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (wake, woken) = unbounded();
     let actions = Controller::new(Api::<ResponseAction>::all(client.clone()), watcher::Config::default());
+    let alerts = Controller::new(Api::<Alert>::all(client.clone()), watcher::Config::default());
+    let policies = Controller::new(Api::<ResponsePolicy>::all(client.clone()), watcher::Config::default());
     let store = actions.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        guardrails,
+        settings,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         actions: store.clone(),
+        alerts: alerts.store(),
+        policies: policies.store(),
+        automated: Mutex::default(),
         wake,
         failures: Mutex::default(),
         enforcer: Mutex::default(),
@@ -156,8 +200,10 @@ pub async fn run(
             }
         });
 
-    let alerts = Controller::new(Api::<Alert>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<ResponseAction>::all(client), watcher::Config::default(), |action| {
+    let alert_store = ctx.alerts.clone();
+    let policy_store = ctx.policies.clone();
+    let alerts = alerts
+        .watches(Api::<ResponseAction>::all(client.clone()), watcher::Config::default(), |action| {
             action
                 .spec
                 .alert_ref
@@ -173,13 +219,34 @@ pub async fn run(
             }
         });
 
+    let policies = policies
+        .watches(Api::<Alert>::all(client.clone()), watcher::Config::default(), |alert| {
+            alert
+                .status
+                .iter()
+                .flat_map(|s| s.policy_decisions.iter().flatten())
+                .map(|d| ObjectRef::new(&d.policy))
+                .collect::<Vec<_>>()
+        })
+        .watches(Api::<ResponseAction>::all(client), watcher::Config::default(), |action| {
+            action.labels().get(crate::policy::POLICY_LABEL).map(|p| ObjectRef::new(p))
+        })
+        .shutdown_on_signal()
+        .run(policy::reconcile, policy_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "ResponsePolicy reconcile failed");
+            }
+        });
+
     let readiness = async move {
-        if store.wait_until_ready().await.is_ok() {
+        let synced = futures::join!(store.wait_until_ready(), alert_store.wait_until_ready(), policy_store.wait_until_ready());
+        if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!("watching ResponseActions and Alerts");
+            info!("watching ResponseActions, Alerts and ResponsePolicies");
         }
     };
-    futures::join!(actions, alerts, readiness);
+    futures::join!(actions, alerts, policies, readiness);
 }
 
 /// The active isolations of a NetworkPolicy's namespace: a policy created or edited there
@@ -209,15 +276,24 @@ async fn reconcile_action(action: Arc<ResponseAction>, ctx: Arc<Context>) -> Res
     let result = match action.spec.action {
         ActionKind::Isolate if !action.spec.dry_run => finalizer(&api, FINALIZER, action, |event| async {
             match event {
-                FinalizerEvent::Apply(action) => isolate::apply(&action, &ctx).await,
+                FinalizerEvent::Apply(action) => match approval::gate(&action, &ctx).await? {
+                    Some(waiting) => Ok(waiting),
+                    None => isolate::apply(&action, &ctx).await,
+                },
                 FinalizerEvent::Cleanup(action) => isolate::cleanup(action, &ctx).await,
             }
         })
         .await
         .map_err(|e| Error::Finalizer(Box::new(e))),
-        ActionKind::Isolate => isolate::apply(&action, &ctx).await,
-        ActionKind::Terminate => terminate::apply(&action, &ctx).await,
-        ActionKind::Release => release::apply(&action, &ctx).await,
+        _ => match approval::gate(&action, &ctx).await {
+            Ok(Some(waiting)) => Ok(waiting),
+            Ok(None) => match action.spec.action {
+                ActionKind::Isolate => isolate::apply(&action, &ctx).await,
+                ActionKind::Terminate => terminate::apply(&action, &ctx).await,
+                ActionKind::Release => release::apply(&action, &ctx).await,
+            },
+            Err(e) => Err(e),
+        },
     };
     if result.is_ok() {
         forget_failures(&ctx, "ResponseAction", &key);
@@ -236,6 +312,10 @@ fn action_error_policy(action: Arc<ResponseAction>, error: &Error, ctx: Arc<Cont
 
 fn alert_error_policy(alert: Arc<Alert>, error: &Error, ctx: Arc<Context>) -> Action {
     retry_later(&ctx, "Alert", &format!("{}/{}", alert.namespace().unwrap_or_default(), alert.name_any()), error)
+}
+
+fn policy_error_policy(policy: Arc<ResponsePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_later(&ctx, "ResponsePolicy", &policy.name_any(), error)
 }
 
 /// Transient failures are retried with a per-object exponential backoff.
@@ -258,11 +338,8 @@ fn failure_key(kind: &str, key: &str) -> String {
     format!("{kind}:{key}")
 }
 
-/// Writes an action's status: `change` applied to the freshest status, sent with
-/// server-side apply under our one field manager, carrying the resourceVersion it was
-/// computed from. A concurrent writer makes the apply fail with a conflict instead of
-/// being overwritten; the change is then recomputed on the new status, so no history
-/// entry is ever lost. Comments not yet in the history are recorded on the way.
+/// Writes an action's status: `change` applied to the freshest status (see [`write_status`]).
+/// Comments not yet in the history are recorded on the way.
 async fn update_status(
     ctx: &Context,
     action: &ResponseAction,
@@ -270,33 +347,48 @@ async fn update_status(
 ) -> Result<ResponseAction> {
     let namespace = action.namespace().ok_or_else(|| Error::MissingNamespace(action.name_any()))?;
     let api: Api<ResponseAction> = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = action.name_any();
-    let mut current = action.clone();
-    for _ in 0..CONFLICT_ATTEMPTS {
-        let before = current.status.clone().unwrap_or_default();
-        let mut status = before.clone();
+    let before = action.clone();
+    let updated = write_status(&api, action.clone(), |current| {
+        let mut status = current.status.clone().unwrap_or_default();
         change(&mut status);
-        status::record_comments(&current.spec, &mut status, &now());
+        status::record_comments(&current.spec.comments, &mut status.history, &now());
         status.observed_generation = current.metadata.generation;
-        if status == before {
+        status
+    })
+    .await?;
+    observe_outcome(ctx, &before, &updated);
+    Ok(updated)
+}
+
+/// Writes a status computed by `next` from the freshest object, with server-side apply
+/// under our one field manager, carrying the resourceVersion it was computed from. A
+/// concurrent writer makes the apply fail with a conflict instead of being overwritten; the
+/// status is then recomputed on the new object, so no history entry is ever lost.
+async fn write_status<K, S>(api: &Api<K>, mut current: K, next: impl Fn(&K) -> S) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    let name = current.name_any();
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let status = next(&current);
+        let before = serde_json::to_value(&current)?.get("status").cloned().unwrap_or_default();
+        if serde_json::to_value(&status)? == before {
             return Ok(current);
         }
         let patch = json!({
-            "apiVersion": "riposte.dev/v1alpha1",
-            "kind": "ResponseAction",
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
             "metadata": { "name": name, "resourceVersion": current.resource_version() },
             "status": status,
         });
         match api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(updated) => {
-                observe_outcome(ctx, &current, &updated);
-                return Ok(updated);
-            }
+            Ok(updated) => return Ok(updated),
             Err(kube::Error::Api(e)) if e.code == 409 => current = api.get(&name).await?,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Conflict(format!("the status of ResponseAction {namespace}/{name}")))
+    Err(Error::Conflict(format!("the status of {} {name}", K::kind(&()))))
 }
 
 fn observe_outcome(ctx: &Context, before: &ResponseAction, after: &ResponseAction) {

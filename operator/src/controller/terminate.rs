@@ -1,17 +1,18 @@
 //! Terminate: delete exactly the pod that was targeted.
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Preconditions};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{DeleteParams, LogParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use riposte_crds::{ActionKind, Phase, ResolvedTarget, ResponseAction};
+use riposte_crds::{ActionKind, EvidenceCapture, EvidenceOptions, EvidenceRecord, Phase, ResolvedTarget, ResponseAction};
 
 use super::isolate::finish_dry_run;
 use super::{
     Context, describe_target, fail, is_status, locate_target, now, record_new_comments, resolve_target, update_status,
 };
 use crate::error::{Error, Result};
+use crate::evidence;
 use crate::guard;
 use crate::status::{self, condition};
 
@@ -23,7 +24,7 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     // The action as last written: later status writes build on it, not on a stale copy.
-    let mut written = None;
+    let mut action = action.clone();
     let target = match current.target {
         Some(target) => target,
         None => {
@@ -31,44 +32,61 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             let Some(pod) = pods.get_opt(pod_name).await? else {
                 return fail(
                     ctx,
-                    action,
+                    &action,
                     None,
                     "TargetNotFound",
                     format!("pod {pod_name} not found in namespace {namespace}"),
                 )
                 .await;
             };
-            if let Some(refusal) = guard::refusal(&ctx.guardrails, &pod) {
-                return fail(ctx, action, Some(&pod), "Refused", refusal).await;
+            if let Some(refusal) = guard::refusal(&ctx.settings.guardrails, &pod) {
+                return fail(ctx, &action, Some(&pod), "Refused", refusal).await;
             }
             let target = resolve_target(&pod);
             if action.spec.dry_run {
                 let plan =
-                    with_owner(format!("dry run: would delete {}{}", locate_target(&target), grace(action)), &target);
-                return finish_dry_run(action, ctx, &pod, &target, plan).await;
+                    with_owner(format!("dry run: would delete {}{}", locate_target(&target), grace(&action)), &target);
+                return finish_dry_run(&action, ctx, &pod, &target, plan).await;
             }
             // The UID is recorded before the delete: after a crash, the retry deletes this
             // pod or nothing, never a new pod that took its name.
             let now = now();
             let described = describe_target(&target);
-            let updated = update_status(ctx, action, |s| {
+            action = update_status(ctx, &action, |s| {
                 status::transition(s, Phase::Running, format!("terminating pod {pod_name}"), &now);
                 s.target = Some(target.clone());
                 status::record(s, "TargetResolved", described.clone(), &now);
             })
             .await?;
-            written = Some(updated);
             target
         }
     };
-    let action = written.as_ref().unwrap_or(action);
+    let evidence = action.spec.terminate.as_ref().and_then(|t| t.evidence.clone());
+    if let Some(options) = evidence.filter(|_| action.status.as_ref().is_none_or(|s| s.evidence.is_none())) {
+        let pod = pods.get_opt(&target.pod).await?.filter(|p| p.uid().as_deref() == Some(target.uid.as_str()));
+        if let Some(pod) = pod {
+            let record = capture_evidence(ctx, &action, &pod, &options).await?;
+            let summary = evidence::summary(&record);
+            let now = now();
+            let event = if record.complete { "EvidenceCaptured" } else { "EvidenceIncomplete" };
+            action = update_status(ctx, &action, |s| {
+                s.evidence = Some(record.clone());
+                status::record(s, event, summary.clone(), &now);
+            })
+            .await?;
+            if !record.complete && options.capture == EvidenceCapture::Required {
+                let message = format!("evidence was required but is incomplete, so pod {} was not deleted: {summary}", target.pod);
+                return fail(ctx, &action, Some(&pod), "EvidenceIncomplete", message).await;
+            }
+        }
+    }
     let params = DeleteParams {
         grace_period_seconds: action.spec.terminate.as_ref().and_then(|t| t.grace_period_seconds).map(|s| s as u32),
         preconditions: Some(Preconditions { uid: Some(target.uid.clone()), resource_version: None }),
         ..DeleteParams::default()
     };
     let outcome = match pods.delete(&target.pod, &params).await {
-        Ok(_) => format!("deleted {}{}", locate_target(&target), grace(action)),
+        Ok(_) => format!("deleted {}{}", locate_target(&target), grace(&action)),
         Err(e) if is_status(&e, 404) => format!("pod {} was already gone", target.pod),
         Err(e) if is_status(&e, 409) => {
             format!(
@@ -78,7 +96,44 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
         }
         Err(e) => return Err(e.into()),
     };
-    finish(action, ctx, &namespace, &target, outcome).await
+    finish(&action, ctx, &namespace, &target, outcome).await
+}
+
+/// Keeps the pod's manifest and its containers' recent logs in an immutable ConfigMap in
+/// the operator's namespace. Logs that cannot be fetched (no kubelet answers, the container
+/// never started) are recorded as missing with the apiserver's reason.
+async fn capture_evidence(
+    ctx: &Context,
+    action: &ResponseAction,
+    pod: &Pod,
+    options: &EvidenceOptions,
+) -> Result<EvidenceRecord> {
+    let action_namespace = action.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &action_namespace);
+    let mut logs = Vec::new();
+    for container in evidence::containers(pod) {
+        let params = LogParams {
+            container: Some(container.clone()),
+            limit_bytes: Some(options.log_limit_bytes),
+            timestamps: true,
+            ..LogParams::default()
+        };
+        let log = match pods.logs(&pod.name_any(), &params).await {
+            Ok(text) => Ok(text),
+            Err(kube::Error::Api(e)) => Err(e.message),
+            Err(e) => return Err(e.into()),
+        };
+        logs.push((container, log));
+    }
+    let (config_map, record) =
+        evidence::package(&ctx.settings.namespace, &action_namespace, &action.name_any(), pod, logs, &now());
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    match config_maps.create(&PostParams::default(), &config_map).await {
+        Ok(_) => Ok(record),
+        // Kept by an earlier attempt that crashed before recording it; evidence is immutable.
+        Err(e) if is_status(&e, 409) => Ok(record),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn finish(

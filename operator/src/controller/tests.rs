@@ -13,11 +13,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use prometheus_client::registry::Registry;
-use riposte_crds::{ActionKind, ResponseAction, ResponseActionSpec, Target, TerminateOptions};
+use riposte_crds::{ActionKind, Alert, ResponseAction, ResponseActionSpec, ResponsePolicy, Target, TerminateOptions};
 use serde_json::{Value, json};
 use tower_test::mock::{self, SendResponse};
 
-use super::{Context, FINALIZER, action_error_policy, reconcile_action};
+use super::{Context, FINALIZER, Settings, action_error_policy, reconcile_action};
 use crate::error::Error;
 use crate::guard::Guardrails;
 use crate::metrics::{Metrics, OutcomeLabels};
@@ -34,13 +34,23 @@ const STEP: Duration = Duration::from_secs(5);
 
 fn context(client: Client) -> Arc<Context> {
     let (actions, _writer) = reflector::store::<ResponseAction>();
+    let (alerts, _writer) = reflector::store::<Alert>();
+    let (policies, _writer) = reflector::store::<ResponsePolicy>();
     let (wake, _woken) = unbounded();
     Arc::new(Context {
         client: client.clone(),
-        guardrails: Guardrails { protected_namespaces: ["kube-system".to_owned()].into(), own_pod: None },
+        settings: Settings {
+            guardrails: Guardrails { protected_namespaces: ["kube-system".to_owned()].into(), own_pod: None },
+            namespace: "riposte-system".into(),
+            identity: "system:serviceaccount:riposte-system:riposte".into(),
+            alert_dedup_window: Duration::from_secs(3600),
+        },
         recorder: Recorder::new(client, Reporter { controller: "riposte".into(), instance: None }),
         metrics: Metrics::register(&mut Registry::default()),
         actions,
+        alerts,
+        policies,
+        automated: Mutex::default(),
         wake,
         failures: Mutex::default(),
         enforcer: Mutex::default(),
@@ -53,6 +63,10 @@ fn action(namespace: &str, name: &str, kind: ActionKind) -> ResponseAction {
         ResponseActionSpec {
             action: kind,
             target: Target { pod: POD.into() },
+            requested_by: "carol".into(),
+            policy_ref: None,
+            approval_required: false,
+            approval: None,
             comment: None,
             alert_ref: None,
             dry_run: false,
@@ -71,7 +85,7 @@ fn action(namespace: &str, name: &str, kind: ActionKind) -> ResponseAction {
 
 fn terminate(name: &str, grace: Option<i64>) -> ResponseAction {
     let mut action = action(NS, name, ActionKind::Terminate);
-    action.spec.terminate = Some(TerminateOptions { grace_period_seconds: grace });
+    action.spec.terminate = Some(TerminateOptions { grace_period_seconds: grace, evidence: None });
     action
 }
 
@@ -450,7 +464,7 @@ async fn status_conflict_reapplies_on_the_fresh_object_without_losing_history() 
         let mut fresh = stale.clone();
         fresh["metadata"]["resourceVersion"] = json!("7");
         fresh["spec"]["comments"] =
-            json!([{ "message": "looks like a miner", "time": "2025-01-01T10:00:00Z" }]);
+            json!([{ "message": "looks like a miner", "author": "alice", "time": "2025-01-01T10:00:00Z" }]);
         fresh["status"] = json!({ "history": history });
         server
             .expect(Method::GET, &action_path(NS, "kill-web"))
