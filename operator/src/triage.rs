@@ -134,7 +134,7 @@ mod tests {
         let other_pod = alert("d", 30, "web-2");
         assert!(primary_for(&other_pod, all.iter(), window).is_none());
         let mut other_type = alert("e", 30, "web-1");
-        other_type.spec.alert_type.0 = "K8S.NODE_SuspectedCryptoMining".into();
+        other_type.spec.alert_type.0 = "K8S.NODE_DigitalCurrencyMining".into();
         assert!(primary_for(&other_type, all.iter(), window).is_none());
 
         let late = alert("f", 700, "web-1");

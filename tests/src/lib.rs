@@ -130,6 +130,40 @@ impl Env {
         }
     }
 
+    /// Renders the Helm chart as release `riposte` in riposte-system (which must exist) and
+    /// applies it server-side: the operator's RBAC, the roles for people, the admission
+    /// policy, the kill switch.
+    pub fn install_chart(&self) {
+        let rendered = std::process::Command::new(helm())
+            .args([
+                "template",
+                "riposte",
+                &repo_path("charts/riposte").display().to_string(),
+                "--namespace",
+                "riposte-system",
+                "--include-crds",
+                "--set",
+                "metrics.serviceMonitor.enabled=false",
+            ])
+            .output()
+            .expect("helm runs");
+        assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
+        let manifest = String::from_utf8(rendered.stdout).expect("the chart renders as text");
+        let out = self.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &manifest);
+        assert!(out.status.success(), "applying the rendered chart: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A client with the token of the chart's ServiceAccount, as the operator runs in the cluster.
+    pub async fn chart_operator_client(&self) -> Client {
+        let token = self.kubectl(&["create", "token", "riposte", "-n", "riposte-system"]);
+        assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+        let token = String::from_utf8(token.stdout).expect("a token is text");
+        self.plane
+            .client_for("system:serviceaccount:riposte-system:riposte", token.trim())
+            .await
+            .expect("a client for the chart's ServiceAccount")
+    }
+
     /// Runs kubectl as the admin against this control plane.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         kubectl_with(self.plane.kubeconfig_path(), args, None)

@@ -27,23 +27,7 @@ fn the_chart_lints_cleanly() {
 async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     let env = Env::start().await;
     env.namespace("riposte-system").await;
-    let rendered = std::process::Command::new(helm())
-        .args([
-            "template",
-            "riposte",
-            &chart(),
-            "--namespace",
-            "riposte-system",
-            "--include-crds",
-            "--set",
-            "metrics.serviceMonitor.enabled=false",
-        ])
-        .output()
-        .unwrap();
-    assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
-    let manifest = String::from_utf8(rendered.stdout).unwrap();
-    let out = env.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &manifest);
-    assert!(out.status.success(), "applying the rendered chart: {}", String::from_utf8_lossy(&out.stderr));
+    env.install_chart();
     for kind in ["deployment", "serviceaccount", "clusterrole", "clusterrolebinding", "service"] {
         let out = env.kubectl(&["get", kind, "riposte", "-n", "riposte-system"]);
         let out = if out.status.success() {
@@ -54,10 +38,7 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
         assert!(out.status.success(), "{kind} was created: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    let token = env.kubectl(&["create", "token", "riposte", "-n", "riposte-system"]);
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
-    let token = String::from_utf8(token.stdout).unwrap();
-    let operator = env.plane.client_for("system:serviceaccount:riposte-system:riposte", token.trim()).await.unwrap();
+    let operator = env.chart_operator_client().await;
 
     // Least privilege: no Secrets, no listing of pods.
     let secrets = Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await;

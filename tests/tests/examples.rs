@@ -73,3 +73,27 @@ async fn every_invalid_example_is_rejected_with_its_expected_message() {
         assert!(stderr.contains(expected), "{}: expected {expected:?} in:\n{stderr}", file.display());
     }
 }
+
+#[tokio::test]
+async fn the_policy_examples_isolate_the_pod_of_the_alert_on_their_own() {
+    let env = Env::with_operator().await;
+    apply(&env, "namespace.yaml");
+    apply(&env, "policy-isolate-shells.yaml");
+    env.until("the operator to see the policies", || async {
+        let list = kube::Api::<riposte_crds::ResponsePolicy>::all(env.client.clone()).list(&Default::default()).await.ok()?;
+        (list.items.len() == 2 && list.items.iter().all(|p| p.status.is_some())).then_some(())
+    })
+    .await;
+    apply(&env, "alert-to-isolation.yaml");
+    let action = env
+        .until("the policy's isolation to succeed", || async {
+            let list = env.actions("shop").list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|a| {
+                a.spec.policy_ref.as_ref().is_some_and(|p| p.name == "isolate-shells")
+                    && a.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded)
+            })
+        })
+        .await;
+    assert_eq!(action.spec.target.pod, "web-7d9f-abcde");
+    assert_eq!(action.spec.alert_ref.unwrap().name, "reverse-shell-web-auto");
+}

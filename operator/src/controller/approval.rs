@@ -15,6 +15,11 @@ use crate::status::{self, condition};
 /// the action may proceed.
 pub async fn gate(action: &ResponseAction, ctx: &Context) -> Result<Option<Action>> {
     let phase = action.status.as_ref().and_then(|s| s.phase);
+    if phase == Some(Phase::Rejected) {
+        // Rejected is final: only comments are still recorded.
+        update_status(ctx, action, |_| {}).await?;
+        return Ok(Some(Action::await_change()));
+    }
     if !action.spec.approval_required || phase.is_some_and(Phase::is_terminal) {
         return Ok(None);
     }

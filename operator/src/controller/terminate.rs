@@ -111,7 +111,13 @@ async fn capture_evidence(
     let action_namespace = action.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &action_namespace);
     let mut logs = Vec::new();
+    let scheduled = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
     for container in evidence::containers(pod) {
+        if !scheduled {
+            // The apiserver answers an empty log for such a pod; say why there is none instead.
+            logs.push((container, Err("the pod was never scheduled to a node, so no container ran".to_owned())));
+            continue;
+        }
         let params = LogParams {
             container: Some(container.clone()),
             limit_bytes: Some(options.log_limit_bytes),
