@@ -283,7 +283,6 @@ pub struct ReleaseOptions {
     pub action_name: Option<String>,
 }
 
-
 /// What happened to a ResponseAction, as recorded by the controller.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -185,7 +185,10 @@ mod tests {
         assert!(!record.complete);
         assert!(!cm.data.unwrap().contains_key("logs-app.txt"));
         let text = summary(&record);
-        assert!(text.contains("the logs of container app could not be fetched: pod web-1 does not have a host"), "{text}");
+        assert!(
+            text.contains("the logs of container app could not be fetched: pod web-1 does not have a host"),
+            "{text}"
+        );
         assert!(text.contains("logs-sidecar.txt (3 bytes)"), "{text}");
     }
 

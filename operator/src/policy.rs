@@ -88,7 +88,9 @@ pub fn decide(policy: &ResponsePolicy, alert: &Alert, situation: &Situation) -> 
     if alert.spec.entities.namespace.as_deref().is_some_and(|ns| ns != alert_namespace) {
         return verdict(
             PolicyDecision::NoTarget,
-            format!("the alert's pod is in another namespace than the alert ({alert_namespace}); actions live beside their pod"),
+            format!(
+                "the alert's pod is in another namespace than the alert ({alert_namespace}); actions live beside their pod"
+            ),
         );
     }
     let Some(pod) = situation.pod else {
@@ -107,7 +109,10 @@ pub fn decide(policy: &ResponsePolicy, alert: &Alert, situation: &Situation) -> 
             return verdict(PolicyDecision::Excluded, format!("namespace {alert_namespace} is excluded by the policy"));
         }
         if exclude.pod_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())) {
-            return verdict(PolicyDecision::Excluded, format!("pod {pod_name} is excluded by the policy's pod selector"));
+            return verdict(
+                PolicyDecision::Excluded,
+                format!("pod {pod_name} is excluded by the policy's pod selector"),
+            );
         }
     }
     if situation.paused {
@@ -246,8 +251,7 @@ pub fn policy_actions(policy: &ResponsePolicy, alert: &Alert, pod: &str, identit
                     comment: Some(truncate(
                         format!(
                             "automated response to {:?} alert {alert_name} ({}) by ResponsePolicy {policy_name}",
-                            alert.spec.severity,
-                            alert.spec.alert_type.0
+                            alert.spec.severity, alert.spec.alert_type.0
                         ),
                         1024,
                     )),
@@ -349,7 +353,14 @@ mod tests {
     }
 
     fn situation<'a>(pod: Option<&'a Pod>, recent: &'a [PolicyActionRecord], g: &'a Guardrails) -> Situation<'a> {
-        Situation { pod, guardrails: g, paused: false, recent, identity: "system:serviceaccount:riposte:riposte", now: now() }
+        Situation {
+            pod,
+            guardrails: g,
+            paused: false,
+            recent,
+            identity: "system:serviceaccount:riposte:riposte",
+            now: now(),
+        }
     }
 
     fn record(policy: &str, pod: &str, secs_ago: i64) -> PolicyActionRecord {

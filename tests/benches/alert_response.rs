@@ -78,7 +78,8 @@ async fn main() {
                 });
                 let begun = Instant::now();
                 api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&alert)).await.unwrap();
-                let done = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("isolated within 60s").unwrap();
+                let done =
+                    tokio::time::timeout(Duration::from_secs(60), rx).await.expect("isolated within 60s").unwrap();
                 done - begun
             })
         })
@@ -99,7 +100,11 @@ async fn main() {
         ms(pct(0.99)),
         ms(*latencies.last().unwrap())
     );
-    println!("throughput: {:.1} alerts answered per second ({alerts} in {:.1} s)", alerts as f64 / wall.as_secs_f64(), wall.as_secs_f64());
+    println!(
+        "throughput: {:.1} alerts answered per second ({alerts} in {:.1} s)",
+        alerts as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64()
+    );
 }
 
 /// One policy that answers the benchmark's alerts, and 19 that are evaluated against every
@@ -114,7 +119,11 @@ async fn load_policies(env: &Env) {
     ];
     for i in 0..POLICIES {
         let (name, criteria, max) = if i == 0 {
-            ("isolate-shells".to_string(), json!({ "alertTypes": ["K8S.NODE_ReverseShell"], "minSeverity": "Medium" }), 10000)
+            (
+                "isolate-shells".to_string(),
+                json!({ "alertTypes": ["K8S.NODE_ReverseShell"], "minSeverity": "Medium" }),
+                10000,
+            )
         } else {
             (format!("decoy-{i}"), decoys[i % decoys.len()].clone(), 20)
         };

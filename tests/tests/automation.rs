@@ -157,10 +157,8 @@ async fn an_alert_is_answered_by_its_policy_and_the_whole_story_lands_in_the_act
         )
         .await
         .unwrap();
-    let err = alerts
-        .patch("shell-web", &PatchParams::default(), &Patch::Merge(&triage("New", json!({}))))
-        .await
-        .unwrap_err();
+    let err =
+        alerts.patch("shell-web", &PatchParams::default(), &Patch::Merge(&triage("New", json!({})))).await.unwrap_err();
     assert!(err.to_string().contains("cannot go back to New"), "{err}");
     let err = alerts
         .patch("shell-web", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "severity": "Low" } })))
@@ -207,7 +205,10 @@ async fn an_alert_is_answered_by_its_policy_and_the_whole_story_lands_in_the_act
             (code == 200 && body.contains("riposte_alerts{")).then_some(body)
         })
         .await;
-    assert!(metrics.contains(r#"riposte_policy_decisions_total{policy="isolate-shells",decision="Acted"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"riposte_policy_decisions_total{policy="isolate-shells",decision="Acted"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"type="K8S.NODE_ReverseShell",severity="High",state="Resolved"} 1"#), "{metrics}");
 }
 
@@ -251,13 +252,18 @@ async fn policies_hold_back_where_they_must_and_wait_for_approval_when_asked() {
     assert!(waiting.spec.approval_required);
     let pod = env.pods("shop").get("web-1").await.unwrap();
     assert!(!pod.metadata.labels.unwrap_or_default().contains_key("riposte.dev/isolated"), "nothing done yet");
-    let approve = json!({ "spec": { "approval": { "decision": "Approved", "by": "dave", "comment": "confirmed shell" } } });
+    let approve =
+        json!({ "spec": { "approval": { "decision": "Approved", "by": "dave", "comment": "confirmed shell" } } });
     env.actions("shop").patch(&actions[0], &PatchParams::default(), &Patch::Merge(&approve)).await.unwrap();
     let done = env.wait_for_phase("shop", &actions[0], Phase::Succeeded).await.status.unwrap();
     let approved = done.history.iter().find(|h| h.event == "Approved").expect("approval in the history");
-    assert_eq!((approved.by.as_deref(), approved.message.as_str()), (Some("dave"), "approved by dave: confirmed shell"));
+    assert_eq!(
+        (approved.by.as_deref(), approved.message.as_str()),
+        (Some("dave"), "approved by dave: confirmed shell")
+    );
     let change = json!({ "spec": { "approval": { "decision": "Rejected", "by": "dave" } } });
-    let err = env.actions("shop").patch(&actions[0], &PatchParams::default(), &Patch::Merge(&change)).await.unwrap_err();
+    let err =
+        env.actions("shop").patch(&actions[0], &PatchParams::default(), &Patch::Merge(&change)).await.unwrap_err();
     assert!(err.to_string().contains("cannot be changed or withdrawn"), "{err}");
 
     // Rejection ends the action with nothing done.
@@ -329,8 +335,12 @@ async fn evidence_is_kept_before_a_pod_is_terminated_and_its_absence_is_said_pla
     assert_eq!(evidence.config_map.namespace, "riposte-system");
     let log = evidence.items.iter().find(|i| i.key == "logs-app.txt").unwrap();
     let note = log.note.as_deref().unwrap();
-    assert_eq!(note, "the logs of container app could not be fetched: the pod was never scheduled to a node, so no container ran");
-    let kept: ConfigMap = Api::namespaced(env.client.clone(), "riposte-system").get(&evidence.config_map.name).await.unwrap();
+    assert_eq!(
+        note,
+        "the logs of container app could not be fetched: the pod was never scheduled to a node, so no container ran"
+    );
+    let kept: ConfigMap =
+        Api::namespaced(env.client.clone(), "riposte-system").get(&evidence.config_map.name).await.unwrap();
     assert_eq!(kept.immutable, Some(true));
     assert!(kept.data.unwrap()["pod.yaml"].contains("name: web-1"));
     let events: Vec<&str> = status.history.iter().map(|h| h.event.as_str()).collect();

@@ -80,7 +80,8 @@ async fn the_policy_examples_isolate_the_pod_of_the_alert_on_their_own() {
     apply(&env, "namespace.yaml");
     apply(&env, "policy-isolate-shells.yaml");
     env.until("the operator to see the policies", || async {
-        let list = kube::Api::<riposte_crds::ResponsePolicy>::all(env.client.clone()).list(&Default::default()).await.ok()?;
+        let list =
+            kube::Api::<riposte_crds::ResponsePolicy>::all(env.client.clone()).list(&Default::default()).await.ok()?;
         (list.items.len() == 2 && list.items.iter().all(|p| p.status.is_some())).then_some(())
     })
     .await;

@@ -10,8 +10,12 @@ use riposte_crds::{Alert, Phase, ResponseAction, ResponsePolicy};
 use riposte_e2e::Env;
 use serde_json::{Value, json};
 
-const USERS: [(&str, &str); 4] =
-    [("alice", "riposte-viewer"), ("bob", "riposte-alert-manager"), ("carol", "riposte-responder"), ("dave", "riposte-responder")];
+const USERS: [(&str, &str); 4] = [
+    ("alice", "riposte-viewer"),
+    ("bob", "riposte-alert-manager"),
+    ("carol", "riposte-responder"),
+    ("dave", "riposte-responder"),
+];
 
 fn action(name: &str, requested_by: &str, pod: &str, extra: Value) -> ResponseAction {
     let mut spec = json!({ "action": "Isolate", "target": { "pod": pod }, "requestedBy": requested_by });
@@ -39,7 +43,15 @@ async fn only_responders_act_and_every_name_on_record_is_the_authenticated_one()
     env.namespace("riposte-system").await;
     env.install_chart();
     for (user, role) in USERS {
-        let out = env.kubectl(&["create", "clusterrolebinding", &format!("{user}-{role}"), "--clusterrole", role, "--user", user]);
+        let out = env.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            &format!("{user}-{role}"),
+            "--clusterrole",
+            role,
+            "--user",
+            user,
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let client = |user: &str| {
@@ -82,8 +94,13 @@ async fn only_responders_act_and_every_name_on_record_is_the_authenticated_one()
     );
 
     // Comments are signed by their author, and only by them.
-    let comment = |author: &str| json!({ "spec": { "comments": [{ "message": "seen in the proxy logs", "author": author }] } });
-    refused(actions(&carol).patch("c1", &PatchParams::default(), &Patch::Merge(&comment("dave"))).await, 403, "author: carol");
+    let comment =
+        |author: &str| json!({ "spec": { "comments": [{ "message": "seen in the proxy logs", "author": author }] } });
+    refused(
+        actions(&carol).patch("c1", &PatchParams::default(), &Patch::Merge(&comment("dave"))).await,
+        403,
+        "author: carol",
+    );
     actions(&carol).patch("c1", &PatchParams::default(), &Patch::Merge(&comment("carol"))).await.unwrap();
     refused(actions(&bob).patch("c1", &PatchParams::default(), &Patch::Merge(&comment("bob"))).await, 403, "forbidden");
     let history = env
@@ -103,7 +120,11 @@ async fn only_responders_act_and_every_name_on_record_is_the_authenticated_one()
         403,
         "cannot be approved or rejected by the identity that requested it",
     );
-    refused(actions(&dave).patch("c3", &PatchParams::default(), &Patch::Merge(&approve("carol"))).await, 403, "your own identity: dave");
+    refused(
+        actions(&dave).patch("c3", &PatchParams::default(), &Patch::Merge(&approve("carol"))).await,
+        403,
+        "your own identity: dave",
+    );
     refused(actions(&bob).patch("c3", &PatchParams::default(), &Patch::Merge(&approve("bob"))).await, 403, "forbidden");
     actions(&dave).patch("c3", &PatchParams::default(), &Patch::Merge(&approve("dave"))).await.unwrap();
     let done = env.wait_for_phase("shop", "c3", Phase::Succeeded).await.status.unwrap();
@@ -118,8 +139,16 @@ async fn only_responders_act_and_every_name_on_record_is_the_authenticated_one()
     )
     .await;
     let triage = |by: &str| json!({ "spec": { "state": "InProgress", "assignee": "bob", "triagedBy": by } });
-    refused(alerts(&bob).patch("shell-3", &PatchParams::default(), &Patch::Merge(&triage("carol"))).await, 403, "triagedBy: bob");
-    refused(alerts(&alice).patch("shell-3", &PatchParams::default(), &Patch::Merge(&triage("alice"))).await, 403, "forbidden");
+    refused(
+        alerts(&bob).patch("shell-3", &PatchParams::default(), &Patch::Merge(&triage("carol"))).await,
+        403,
+        "triagedBy: bob",
+    );
+    refused(
+        alerts(&alice).patch("shell-3", &PatchParams::default(), &Patch::Merge(&triage("alice"))).await,
+        403,
+        "forbidden",
+    );
     alerts(&bob).patch("shell-3", &PatchParams::default(), &Patch::Merge(&triage("bob"))).await.unwrap();
 
     // The operator, as the chart's ServiceAccount, answers an alert through a policy: it may

@@ -12,9 +12,7 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use riposte_crds::{
-    Alert, AlertPolicyDecision, AlertStatus, HistoryEntry, LinkedAction, ResponseAction, catalog,
-};
+use riposte_crds::{Alert, AlertPolicyDecision, AlertStatus, HistoryEntry, LinkedAction, ResponseAction, catalog};
 
 use super::{AUTOMATION_CONFIG_MAP, Context, forget_failures, is_status, now, write_status};
 use crate::error::{Error, Result};
@@ -131,9 +129,10 @@ fn push(history: &mut Vec<HistoryEntry>, event: &str, message: String, by: Optio
 /// An alert some action already responds to is kept, even if it repeats another.
 fn is_referenced(ctx: &Context, alert: &Alert) -> bool {
     let name = alert.name_any();
-    ctx.actions.state().iter().any(|a| {
-        a.namespace() == alert.namespace() && a.spec.alert_ref.as_ref().is_some_and(|r| r.name == name)
-    })
+    ctx.actions
+        .state()
+        .iter()
+        .any(|a| a.namespace() == alert.namespace() && a.spec.alert_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
 /// Folds a repeated detection into the open alert it repeats: one more occurrence, a later
@@ -237,13 +236,11 @@ async fn create_policy_actions(
     namespace: &str,
 ) -> Result<()> {
     let status = alert.status.clone().unwrap_or_default();
-    let done = |policy: &str| status.history.iter().any(|h| h.event == event::ACTIONS_CREATED && h.by.as_deref() == Some(policy));
-    let pending: Vec<&AlertPolicyDecision> = status
-        .policy_decisions
-        .iter()
-        .flatten()
-        .filter(|d| !d.actions.is_empty() && !done(&d.policy))
-        .collect();
+    let done = |policy: &str| {
+        status.history.iter().any(|h| h.event == event::ACTIONS_CREATED && h.by.as_deref() == Some(policy))
+    };
+    let pending: Vec<&AlertPolicyDecision> =
+        status.policy_decisions.iter().flatten().filter(|d| !d.actions.is_empty() && !done(&d.policy)).collect();
     if pending.is_empty() {
         return Ok(());
     }
@@ -260,7 +257,10 @@ async fn create_policy_actions(
                     &ctx.settings.identity,
                 ),
                 None => {
-                    outcomes.push((decision.policy.clone(), "the policy was deleted before its actions were created".to_owned()));
+                    outcomes.push((
+                        decision.policy.clone(),
+                        "the policy was deleted before its actions were created".to_owned(),
+                    ));
                     continue;
                 }
             },

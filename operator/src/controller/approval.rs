@@ -37,14 +37,16 @@ pub async fn gate(action: &ResponseAction, ctx: &Context) -> Result<Option<Actio
             action.namespace().unwrap_or_default()
         );
         update_status(ctx, action, |s| {
-            status::append(
-                &mut s.history,
-                "ApprovalRequested",
-                message.clone(),
-                Some(&action.spec.requested_by),
+            status::append(&mut s.history, "ApprovalRequested", message.clone(), Some(&action.spec.requested_by), &now);
+            status::set_condition(
+                &mut s.conditions,
+                condition::APPROVED,
+                "Unknown",
+                "AwaitingApproval",
+                &message,
+                generation,
                 &now,
             );
-            status::set_condition(&mut s.conditions, condition::APPROVED, "Unknown", "AwaitingApproval", &message, generation, &now);
             status::transition(s, Phase::AwaitingApproval, message.clone(), &now);
         })
         .await?;
@@ -57,8 +59,24 @@ pub async fn gate(action: &ResponseAction, ctx: &Context) -> Result<Option<Actio
             let message = format!("rejected by {}{reason}; nothing was done", approval.by);
             update_status(ctx, action, |s| {
                 status::append(&mut s.history, "Rejected", message.clone(), Some(&approval.by), &now);
-                status::set_condition(&mut s.conditions, condition::APPROVED, "False", "Rejected", &message, generation, &now);
-                status::set_condition(&mut s.conditions, condition::COMPLETED, "False", "Rejected", &message, generation, &now);
+                status::set_condition(
+                    &mut s.conditions,
+                    condition::APPROVED,
+                    "False",
+                    "Rejected",
+                    &message,
+                    generation,
+                    &now,
+                );
+                status::set_condition(
+                    &mut s.conditions,
+                    condition::COMPLETED,
+                    "False",
+                    "Rejected",
+                    &message,
+                    generation,
+                    &now,
+                );
                 status::transition(s, Phase::Rejected, message.clone(), &now);
             })
             .await?;
@@ -71,7 +89,15 @@ pub async fn gate(action: &ResponseAction, ctx: &Context) -> Result<Option<Actio
                 let message = format!("approved by {}{reason}", approval.by);
                 update_status(ctx, action, |s| {
                     status::append(&mut s.history, "Approved", message.clone(), Some(&approval.by), &now);
-                    status::set_condition(&mut s.conditions, condition::APPROVED, "True", "Approved", &message, generation, &now);
+                    status::set_condition(
+                        &mut s.conditions,
+                        condition::APPROVED,
+                        "True",
+                        "Approved",
+                        &message,
+                        generation,
+                        &now,
+                    );
                     status::transition(s, Phase::Pending, message.clone(), &now);
                 })
                 .await?;

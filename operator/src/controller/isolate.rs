@@ -34,7 +34,9 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     if let Some(releaser) = release_request(ctx, action) {
         return release(action, ctx, &releaser).await;
     }
-    if matches!(current.phase, Some(Phase::Failed | Phase::Rejected)) || (action.spec.dry_run && current.phase.is_some_and(Phase::is_terminal)) {
+    if matches!(current.phase, Some(Phase::Failed | Phase::Rejected))
+        || (action.spec.dry_run && current.phase.is_some_and(Phase::is_terminal))
+    {
         return record_new_comments(ctx, action).await;
     }
     // The action as last written: later status writes build on it, not on a stale copy.

@@ -240,7 +240,8 @@ pub async fn run(
         });
 
     let readiness = async move {
-        let synced = futures::join!(store.wait_until_ready(), alert_store.wait_until_ready(), policy_store.wait_until_ready());
+        let synced =
+            futures::join!(store.wait_until_ready(), alert_store.wait_until_ready(), policy_store.wait_until_ready());
         if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
             info!("watching ResponseActions, Alerts and ResponsePolicies");

@@ -5,7 +5,9 @@ use kube::api::{DeleteParams, LogParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use riposte_crds::{ActionKind, EvidenceCapture, EvidenceOptions, EvidenceRecord, Phase, ResolvedTarget, ResponseAction};
+use riposte_crds::{
+    ActionKind, EvidenceCapture, EvidenceOptions, EvidenceRecord, Phase, ResolvedTarget, ResponseAction,
+};
 
 use super::isolate::finish_dry_run;
 use super::{
@@ -75,7 +77,10 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
             })
             .await?;
             if !record.complete && options.capture == EvidenceCapture::Required {
-                let message = format!("evidence was required but is incomplete, so pod {} was not deleted: {summary}", target.pod);
+                let message = format!(
+                    "evidence was required but is incomplete, so pod {} was not deleted: {summary}",
+                    target.pod
+                );
                 return fail(ctx, &action, Some(&pod), "EvidenceIncomplete", message).await;
             }
         }
