@@ -475,6 +475,7 @@ async fn approvals_with_real_users_and_the_charts_policy() {
     let mut env = Env::start_with(Options { users, ..Options::default() }).await;
     env.namespace("riposte-system").await;
     env.install_chart();
+    env.wait_for_admission_policy().await;
     for (user, role) in [("alice", "riposte-viewer"), ("carol", "riposte-responder"), ("dave", "riposte-responder")] {
         let binding = format!("{user}-{role}");
         let out = env.kubectl(&["create", "clusterrolebinding", &binding, "--clusterrole", role, "--user", user]);

@@ -153,6 +153,22 @@ impl Env {
         assert!(out.status.success(), "applying the rendered chart: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Waits until the apiserver enforces the chart's admission policy: a policy and its
+    /// binding take effect a moment after they are created.
+    pub async fn wait_for_admission_policy(&self) {
+        let actions: Api<ResponseAction> = Api::namespaced(self.client.clone(), "default");
+        let forged: ResponseAction = serde_json::from_value(json!({
+            "metadata": { "name": "provenance-probe" },
+            "spec": { "action": "Isolate", "target": { "pod": "probe" }, "requestedBy": "not-the-admin" },
+        }))
+        .expect("a valid probe");
+        let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+        eventually("the provenance admission policy to be enforced", || async {
+            matches!(actions.create(&dry_run, &forged).await, Err(kube::Error::Api(e)) if e.code == 403).then_some(())
+        })
+        .await;
+    }
+
     /// A client with the token of the chart's ServiceAccount, as the operator runs in the cluster.
     pub async fn chart_operator_client(&self) -> Client {
         let token = self.kubectl(&["create", "token", "riposte", "-n", "riposte-system"]);

@@ -42,6 +42,7 @@ async fn only_responders_act_and_every_name_on_record_is_the_authenticated_one()
     let env = Env::start_with(Options { users, ..Options::default() }).await;
     env.namespace("riposte-system").await;
     env.install_chart();
+    env.wait_for_admission_policy().await;
     for (user, role) in USERS {
         let out = env.kubectl(&[
             "create",
