@@ -27,9 +27,6 @@ pub enum Error {
 
     #[error("cannot serve metrics and health endpoints: {0}")]
     Serve(#[source] std::io::Error),
-
-    #[error("cannot serialize a status: {0}")]
-    Serialize(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -44,7 +41,6 @@ impl Error {
             Error::LocalControlPlane(_) => "local_control_plane",
             Error::Serve(_) => "serve",
             Error::LostLeadership(_) => "lost_leadership",
-            Error::Serialize(_) => "serialize",
         }
     }
 }

@@ -207,7 +207,6 @@ impl Drop for LocalControlPlane {
     }
 }
 
-/// Applies Riposte's CRDs and waits until the apiserver serves them.
 /// Creates a namespace unless it exists (the operator's own, for its evidence and settings).
 pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let namespace = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
@@ -217,6 +216,7 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Applies Riposte's CRDs and waits until the apiserver serves them.
 pub async fn install_crds(client: &Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in riposte_crds::crds() {

@@ -113,14 +113,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> riposte::Result<()> {
+    let namespace = args.pod_namespace.clone().unwrap_or(args.namespace);
     let (client, _local) = if args.local {
-        start_local().await?
+        start_local(&namespace).await?
     } else {
         match Client::try_default().await {
             Ok(client) => (client, None),
             Err(e) => {
                 warn!("no cluster configuration found ({e}); starting a local control plane instead");
-                start_local().await?
+                start_local(&namespace).await?
             }
         }
     };
@@ -133,7 +134,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     info!(%identity, "authenticated");
     let settings = Settings {
         guardrails,
-        namespace: args.pod_namespace.clone().unwrap_or(args.namespace),
+        namespace,
         identity,
         alert_dedup_window: Duration::from_secs(args.alert_dedup_window_seconds),
     };
@@ -167,11 +168,12 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     }
 }
 
-async fn start_local() -> riposte::Result<(Client, Option<LocalControlPlane>)> {
+/// Starts a local control plane with the CRDs and the operator's namespace.
+async fn start_local(namespace: &str) -> riposte::Result<(Client, Option<LocalControlPlane>)> {
     let plane = LocalControlPlane::start(local::Options::default()).await?;
     let client = plane.client().await?;
     local::install_crds(&client).await?;
-    local::create_namespace(&client, "riposte-system").await?;
+    local::create_namespace(&client, namespace).await?;
     println!(
         "\nRiposte is running against a local control plane (no nodes: pods are stored, never run).\n\
          In another terminal:\n\n  export KUBECONFIG={}\n  kubectl apply -f examples/scenario.yaml\n  kubectl get riposte -A\n\n\

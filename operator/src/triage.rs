@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use riposte_crds::{Alert, AlertState, LinkedAction, RecordedTriage};
+use riposte_crds::{Alert, LinkedAction, RecordedTriage};
 
 /// History events of an Alert.
 pub mod event {
@@ -79,11 +79,6 @@ pub fn recorded_triage(alert: &Alert) -> RecordedTriage {
     }
 }
 
-/// The triage an alert starts with, before any analyst touched it.
-pub fn initial_triage() -> RecordedTriage {
-    RecordedTriage { state: AlertState::New, assignee: None, classification: None }
-}
-
 /// One history line per linked action that appeared or changed phase.
 pub fn action_changes(before: &[LinkedAction], after: &[LinkedAction]) -> Vec<String> {
     after
@@ -105,7 +100,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
-    use riposte_crds::{ActionKind, AlertSpec, AlertStatus, Classification, Phase, Severity};
+    use riposte_crds::{ActionKind, AlertSpec, AlertState, AlertStatus, Classification, Phase, Severity};
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
@@ -151,11 +146,11 @@ mod tests {
     #[test]
     fn triage_moves_are_recorded_one_line_each() {
         let mut a = alert("a", 0, "web-1");
-        assert!(triage_changes(&a, &initial_triage()).is_empty());
+        assert!(triage_changes(&a, &RecordedTriage::default()).is_empty());
         a.spec.state = AlertState::Resolved;
         a.spec.assignee = Some("bob".into());
         a.spec.classification = Some(Classification::TruePositive);
-        let changes = triage_changes(&a, &initial_triage());
+        let changes = triage_changes(&a, &RecordedTriage::default());
         assert_eq!(
             changes,
             vec![

@@ -73,7 +73,7 @@ async fn sync(alert: &Alert, ctx: &Context, namespace: &str) -> Result<Action> {
             push(&mut s.history, event::DETECTED, message, source, &current.spec.detected_at);
         }
         s.guidance = guidance.clone();
-        let recorded = s.triage.clone().unwrap_or_else(triage::initial_triage);
+        let recorded = s.triage.clone().unwrap_or_default();
         for (event, message) in triage::triage_changes(current, &recorded) {
             push(&mut s.history, event, message, current.spec.triaged_by.as_deref(), &now);
         }

@@ -25,11 +25,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::object::HasStatus;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use riposte_crds::{
     ActionKind, Alert, OwnerSummary, Phase, ResolvedTarget, ResponseAction, ResponseActionStatus, ResponsePolicy,
@@ -159,6 +161,45 @@ pub async fn identity(client: &Client) -> Result<String> {
     Ok(review.status.and_then(|s| s.user_info).and_then(|u| u.username).unwrap_or_default())
 }
 
+/// Events a shared watch may hold for a slow subscriber before it waits for it.
+const SHARED_WATCH_BUFFER: usize = 1024;
+
+/// One watch of every object of a kind, with its cache, shared by every controller that
+/// needs that kind: each controller subscribes to it instead of opening a watch of its own,
+/// and all of them read the one cache, which is updated before any subscriber hears of a change.
+struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    writer: Writer<K>,
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = reflector::store_shared(SHARED_WATCH_BUFFER);
+        SharedWatch { store, writer }
+    }
+
+    fn subscribe(&self) -> ReflectHandle<K> {
+        self.writer.subscribe().expect("a shared store hands out subscriptions")
+    }
+
+    /// The watch itself; it must be polled for the subscribers to hear anything.
+    async fn run(self, client: Client) {
+        let kind = K::kind(&());
+        watcher(Api::<K>::all(client), watcher::Config::default())
+            .default_backoff()
+            .reflect_shared(self.writer)
+            .for_each(|event| async {
+                if let Err(e) = event {
+                    warn!(error = %e, %kind, "watch failed; retrying");
+                }
+            })
+            .await;
+    }
+}
+
 /// Runs the controllers until a shutdown signal.
 pub async fn run(
     client: Client,
@@ -168,26 +209,25 @@ pub async fn run(
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (wake, woken) = unbounded();
-    let actions = Controller::new(Api::<ResponseAction>::all(client.clone()), watcher::Config::default());
-    let alerts = Controller::new(Api::<Alert>::all(client.clone()), watcher::Config::default());
-    let policies = Controller::new(Api::<ResponsePolicy>::all(client.clone()), watcher::Config::default());
-    let store = actions.store();
+    let actions = SharedWatch::<ResponseAction>::new();
+    let alerts = SharedWatch::<Alert>::new();
+    let policies = SharedWatch::<ResponsePolicy>::new();
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
-        actions: store.clone(),
-        alerts: alerts.store(),
-        policies: policies.store(),
+        actions: actions.store.clone(),
+        alerts: alerts.store.clone(),
+        policies: policies.store.clone(),
         automated: Mutex::default(),
         wake,
         failures: Mutex::default(),
         enforcer: Mutex::default(),
     });
 
-    let policy_store = store.clone();
-    let actions = actions
+    let policy_store = ctx.actions.clone();
+    let action_controller = Controller::for_shared_stream(actions.subscribe(), ctx.actions.clone())
         .watches(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default(), move |policy| {
             isolations_affected_by(&policy_store, &policy)
         })
@@ -200,10 +240,8 @@ pub async fn run(
             }
         });
 
-    let alert_store = ctx.alerts.clone();
-    let policy_store = ctx.policies.clone();
-    let alerts = alerts
-        .watches(Api::<ResponseAction>::all(client.clone()), watcher::Config::default(), |action| {
+    let alert_controller = Controller::for_shared_stream(alerts.subscribe(), ctx.alerts.clone())
+        .watches_shared_stream(actions.subscribe(), |action| {
             action
                 .spec
                 .alert_ref
@@ -219,8 +257,8 @@ pub async fn run(
             }
         });
 
-    let policies = policies
-        .watches(Api::<Alert>::all(client.clone()), watcher::Config::default(), |alert| {
+    let policy_controller = Controller::for_shared_stream(policies.subscribe(), ctx.policies.clone())
+        .watches_shared_stream(alerts.subscribe(), |alert| {
             alert
                 .status
                 .iter()
@@ -228,7 +266,7 @@ pub async fn run(
                 .map(|d| ObjectRef::new(&d.policy))
                 .collect::<Vec<_>>()
         })
-        .watches(Api::<ResponseAction>::all(client), watcher::Config::default(), |action| {
+        .watches_shared_stream(actions.subscribe(), |action| {
             action.labels().get(crate::policy::POLICY_LABEL).map(|p| ObjectRef::new(p))
         })
         .shutdown_on_signal()
@@ -239,15 +277,21 @@ pub async fn run(
             }
         });
 
+    let stores = (ctx.actions.clone(), ctx.alerts.clone(), ctx.policies.clone());
     let readiness = async move {
         let synced =
-            futures::join!(store.wait_until_ready(), alert_store.wait_until_ready(), policy_store.wait_until_ready());
+            futures::join!(stores.0.wait_until_ready(), stores.1.wait_until_ready(), stores.2.wait_until_ready());
         if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
             info!("watching ResponseActions, Alerts and ResponsePolicies");
         }
     };
-    futures::join!(actions, alerts, policies, readiness);
+    let watches = futures::future::join3(actions.run(client.clone()), alerts.run(client.clone()), policies.run(client));
+    // The watches never end on their own; the controllers end on a shutdown signal.
+    tokio::select! {
+        _ = futures::future::join4(action_controller, alert_controller, policy_controller, readiness) => {}
+        _ = watches => {}
+    }
 }
 
 /// The active isolations of a NetworkPolicy's namespace: a policy created or edited there
@@ -365,16 +409,15 @@ async fn update_status(
 /// under our one field manager, carrying the resourceVersion it was computed from. A
 /// concurrent writer makes the apply fail with a conflict instead of being overwritten; the
 /// status is then recomputed on the new object, so no history entry is ever lost.
-async fn write_status<K, S>(api: &Api<K>, mut current: K, next: impl Fn(&K) -> S) -> Result<K>
+async fn write_status<K>(api: &Api<K>, mut current: K, next: impl Fn(&K) -> K::Status) -> Result<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    K: Resource<DynamicType = ()> + HasStatus + Clone + DeserializeOwned + std::fmt::Debug,
+    K::Status: Serialize + PartialEq + Default + Clone,
 {
     let name = current.name_any();
     for _ in 0..CONFLICT_ATTEMPTS {
         let status = next(&current);
-        let before = serde_json::to_value(&current)?.get("status").cloned().unwrap_or_default();
-        if serde_json::to_value(&status)? == before {
+        if status == current.status().cloned().unwrap_or_default() {
             return Ok(current);
         }
         let patch = json!({
