@@ -178,6 +178,42 @@ impl Baseline {
     }
 }
 
+impl Baseline {
+    /// Adds what `other` learned (another replica's baseline, or the stored one) to this
+    /// one: each account keeps its earliest first sighting and the union of operations,
+    /// within the same bounds as learning. The learning period stays this baseline's.
+    pub fn merge(&mut self, other: &Baseline) {
+        for (name, theirs) in &other.accounts {
+            if !self.accounts.contains_key(name) {
+                if self.accounts.len() >= MAX_ACCOUNTS || self.operations >= MAX_OPERATIONS {
+                    continue;
+                }
+                self.accounts.insert(
+                    name.clone(),
+                    Account { first_seen: theirs.first_seen, operations: BTreeSet::new(), saturated: false },
+                );
+            }
+            let Some(ours) = self.accounts.get_mut(name) else {
+                continue;
+            };
+            ours.first_seen = ours.first_seen.min(theirs.first_seen);
+            ours.saturated |= theirs.saturated;
+            for operation in &theirs.operations {
+                if ours.operations.len() >= MAX_OPERATIONS_PER_ACCOUNT {
+                    ours.saturated = true;
+                    break;
+                }
+                if self.operations >= MAX_OPERATIONS {
+                    break;
+                }
+                if ours.operations.insert(operation.clone()) {
+                    self.operations += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Adds an operation, generalising it to any namespace once it has been seen in enough.
 fn learn(operations: &mut BTreeSet<String>, action: &str, scope: &str, namespaced: bool) {
     operations.insert(format!("{action} @{scope}"));
@@ -248,6 +284,25 @@ mod tests {
             Observation::Rare,
             "cluster-wide is not a namespace"
         );
+    }
+
+    #[test]
+    fn merging_unions_what_two_replicas_learned() {
+        let mut ours = baseline();
+        let mut theirs = baseline();
+        assert_eq!(ours.observe(SA, "get configmaps", Some("shop"), at(20)), Observation::Learned);
+        assert_eq!(theirs.observe(SA, "list secrets", None, at(10)), Observation::Learned);
+        let other = "system:serviceaccount:shop:batch";
+        assert_eq!(theirs.observe(other, "create jobs.batch", Some("shop"), at(10)), Observation::Learned);
+        ours.merge(&theirs);
+        assert_eq!((ours.accounts(), ours.operations()), (2, 3));
+        assert_eq!(ours.observe(SA, "list secrets", None, at(2000)), Observation::Known);
+        assert_eq!(ours.observe(other, "create jobs.batch", Some("shop"), at(2000)), Observation::Known);
+        ours.merge(&theirs);
+        assert_eq!(ours.operations(), 3, "merging twice adds nothing");
+        let restored: Baseline = serde_json::from_str(&serde_json::to_string(&ours).unwrap()).unwrap();
+        assert_eq!(restored.operations(), 3);
+        assert_eq!(restored.learning_until(SA), Some(at(1000)), "the earliest sighting is kept");
     }
 
     #[test]

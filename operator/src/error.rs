@@ -27,6 +27,12 @@ pub enum Error {
 
     #[error("cannot serve metrics and health endpoints: {0}")]
     Serve(#[source] std::io::Error),
+
+    #[error("audit webhook: {0}")]
+    Webhook(String),
+
+    #[error("detection: {0}")]
+    Detection(String),
 }
 
 impl Error {
@@ -41,6 +47,8 @@ impl Error {
             Error::LocalControlPlane(_) => "local_control_plane",
             Error::Serve(_) => "serve",
             Error::LostLeadership(_) => "lost_leadership",
+            Error::Webhook(_) => "webhook",
+            Error::Detection(_) => "detection",
         }
     }
 }

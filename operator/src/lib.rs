@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod detection;
 pub mod enforcer;
 pub mod error;
 pub mod evidence;

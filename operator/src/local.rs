@@ -35,8 +35,91 @@ pub struct StaticUser {
 pub struct Options {
     /// Users besides the admin, who is in system:masters.
     pub users: Vec<StaticUser>,
-    /// More kube-apiserver flags, such as audit settings.
+    /// More kube-apiserver flags.
     pub extraapiserver_args: Vec<String>,
+    /// Send the apiserver's audit events to this webhook, with the chart's audit policy.
+    pub audit_webhook: Option<AuditWebhookTarget>,
+}
+
+/// The chart's audit policy: what the apiserver records, at which level, for the rules.
+pub const AUDIT_POLICY: &str = include_str!("../../charts/riposte/files/audit-policy.yaml");
+
+/// Where the apiserver's webhook audit backend sends its batches: the URL, the CA that
+/// signed the webhook's serving certificate, and the client certificate it presents.
+#[derive(Clone, Debug)]
+pub struct AuditWebhookTarget {
+    pub url: String,
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+/// The audit webhook of a local control plane: bound on loopback with a serving
+/// certificate and a client CA made for it, and the target to give the apiserver.
+pub struct LocalAuditWebhook {
+    pub webhook: crate::detection::webhook::Webhook,
+    pub target: AuditWebhookTarget,
+}
+
+impl LocalAuditWebhook {
+    /// Makes a throwaway CA, the webhook's serving certificate (127.0.0.1) and the
+    /// apiserver's client certificate, and binds the webhook on a free loopback port.
+    pub async fn bind(max_body_bytes: usize) -> Result<LocalAuditWebhook> {
+        LocalAuditWebhook::bind_with(max_body_bytes, None).await
+    }
+
+    /// As [`LocalAuditWebhook::bind`], also accepting a bearer token.
+    pub async fn bind_with(max_body_bytes: usize, token: Option<String>) -> Result<LocalAuditWebhook> {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+        let fail = |what: &str, e: rcgen::Error| Error::LocalControlPlane(format!("audit webhook {what}: {e}"));
+        let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
+        let mut ca_params = CertificateParams::new(Vec::new()).map_err(|e| fail("CA", e))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "riposte-local-audit-ca");
+        let ca = ca_params.self_signed(&ca_key).map_err(|e| fail("CA", e))?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, common_name: &str| {
+            let key = KeyPair::generate().map_err(|e| fail("key", e))?;
+            let mut params = CertificateParams::new(names).map_err(|e| fail("certificate", e))?;
+            params.extended_key_usages = vec![usage];
+            params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+            let certificate = params.signed_by(&key, &issuer).map_err(|e| fail("certificate", e))?;
+            Ok::<_, Error>((certificate.pem(), key.serialize_pem()))
+        };
+        let (server_cert, server_key) =
+            issue(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "riposte-audit")?;
+        let (client_cert, client_key) = issue(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "kube-apiserver")?;
+
+        // The webhook reads its certificates from files, as in a pod; they are not needed
+        // once loaded.
+        let dir = std::env::temp_dir().join(format!("riposte-audit-{}-{}", std::process::id(), unique_suffix()));
+        std::fs::create_dir_all(&dir).map_err(io("create the audit webhook's directory"))?;
+        let files = [("ca.crt", ca.pem()), ("tls.crt", server_cert), ("tls.key", server_key)];
+        for (name, content) in &files {
+            std::fs::write(dir.join(name), content).map_err(io("write the audit webhook's certificates"))?;
+        }
+        let settings = crate::detection::webhook::WebhookSettings {
+            addr: "127.0.0.1:0".parse().expect("a valid address"),
+            tls_cert: dir.join("tls.crt"),
+            tls_key: dir.join("tls.key"),
+            client_ca: Some(dir.join("ca.crt")),
+            token,
+            max_body_bytes,
+        };
+        let bound = crate::detection::webhook::Webhook::bind(&settings).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let webhook = bound?;
+        let url = format!("https://{}{}", webhook.local_addr()?, crate::detection::webhook::PATH);
+        Ok(LocalAuditWebhook {
+            webhook,
+            target: AuditWebhookTarget {
+                url,
+                ca_pem: ca.pem(),
+                client_cert_pem: client_cert,
+                client_key_pem: client_key,
+            },
+        })
+    }
 }
 
 /// A running etcd and kube-apiserver on loopback; stopped and removed when dropped.
@@ -103,6 +186,9 @@ impl LocalControlPlane {
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
         ];
+        if let Some(target) = &options.audit_webhook {
+            args.extend(audit_webhook_args(&dir, target)?);
+        }
         args.extend(options.extraapiserver_args.iter().cloned());
         let apiserver = spawn(Command::new(bin.join("kube-apiserver")).args(&args), &dir.join("kube-apiserver.log"))?;
 
@@ -205,6 +291,39 @@ impl Drop for LocalControlPlane {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Writes the audit policy and the webhook's kubeconfig, and returns the flags that use them.
+/// Batches leave after at most 100ms (the default waits 30s) and are not throttled, so
+/// that detections are seconds-fast locally.
+fn audit_webhook_args(dir: &Path, target: &AuditWebhookTarget) -> Result<Vec<String>> {
+    let audit = dir.join("audit");
+    std::fs::create_dir_all(&audit).map_err(io("create the audit directory"))?;
+    for (name, content) in [
+        ("policy.yaml", AUDIT_POLICY),
+        ("ca.crt", &target.ca_pem),
+        ("client.crt", &target.client_cert_pem),
+        ("client.key", &target.client_key_pem),
+    ] {
+        std::fs::write(audit.join(name), content).map_err(io("write the audit configuration"))?;
+    }
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: riposte\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\n\
+         users:\n- name: kube-apiserver\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+         contexts:\n- name: riposte\n  context:\n    cluster: riposte\n    user: kube-apiserver\ncurrent-context: riposte\n",
+        url = target.url,
+        ca = audit.join("ca.crt").display(),
+        cert = audit.join("client.crt").display(),
+        key = audit.join("client.key").display(),
+    );
+    std::fs::write(audit.join("webhook.kubeconfig"), kubeconfig).map_err(io("write the audit webhook kubeconfig"))?;
+    Ok(vec![
+        format!("--audit-policy-file={}", audit.join("policy.yaml").display()),
+        format!("--audit-webhook-config-file={}", audit.join("webhook.kubeconfig").display()),
+        "--audit-webhook-mode=batch".into(),
+        "--audit-webhook-batch-max-wait=100ms".into(),
+        "--audit-webhook-batch-throttle-enable=false".into(),
+    ])
 }
 
 /// Creates a namespace unless it exists (the operator's own, for its evidence and settings).

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,10 +15,12 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
+use riposte::detection::pipeline::{self, DetectionSettings};
+use riposte::detection::webhook::{Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::leader;
-use riposte::local::{self, LocalControlPlane};
-use riposte::metrics::Metrics;
+use riposte::local::{self, LocalAuditWebhook, LocalControlPlane};
+use riposte::metrics::{DetectionMetrics, Metrics};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -45,6 +48,76 @@ enum Command {
     /// Build the local control plane's binaries (etcd, kube-apiserver) unless cached, and
     /// print where they are.
     Prepare,
+    /// Run the detection rules over audit log files, offline, and print the alerts they would
+    /// raise.
+    Detect(DetectArgs),
+}
+
+/// `riposte detect`: the operator's detection rules over audit log files.
+#[derive(clap::Args)]
+#[command(after_help = "\
+The alerts are those the operator would create from the same events (same names, `kubectl apply -f -` \
+takes `-o yaml`). Time comes from the events: the service-account baseline learns from the first \
+event's timestamp for --baseline-learning-hours, then reports operations outside it. Large files \
+are streamed; a file that is a single EventList document is read whole. Malformed lines are \
+reported on stderr and skipped. A progress line is drawn on stderr when it is a terminal.
+
+Exit status: 0 when every file was read, 1 when a file cannot be read or holds no audit event.
+
+Example:
+  riposte detect --audit-log /var/log/kubernetes/audit/audit.log \
+      --workloads <(kubectl get pods,deployments,daemonsets,statefulsets,replicasets,jobs,cronjobs,services -A -o json)")]
+struct DetectArgs {
+    /// An audit log: JSON lines of audit.k8s.io/v1 events, as kube-apiserver's log backend
+    /// writes them and managed clusters export them; `-` reads stdin. Repeat it, or give
+    /// several files, to read them in order.
+    #[arg(long = "audit-log", value_name = "FILE", required = true, num_args = 1..)]
+    audit_logs: Vec<PathBuf>,
+    /// The cluster that the exposure rules (K8S_Exposed*) look at behind Services: the output
+    /// of `kubectl get pods,deployments,daemonsets,statefulsets,replicasets,jobs,cronjobs,services
+    /// -A -o json` (or -o yaml). Its Services are also scanned for exposures, as the
+    /// operator's configuration scan does. Without it the cluster view is empty: Service
+    /// writes in the log raise no exposure alert.
+    #[arg(long, value_name = "FILE")]
+    workloads: Option<PathBuf>,
+    /// Carry on from this service-account baseline (JSON, as written by --save-baseline or
+    /// kept by the operator in ConfigMap riposte-detection-baseline; the ConfigMap itself
+    /// is read too) instead of learning from the first event.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write the service-account baseline learned (JSON) to this file at the end.
+    #[arg(long, value_name = "FILE")]
+    save_baseline: Option<PathBuf>,
+    /// The namespace of alerts about cluster-scoped objects and clients (the operator's).
+    #[arg(long, default_value = "riposte-system")]
+    namespace: String,
+    /// How alerts are printed: a table, JSON lines (one Alert per line) or YAML documents.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: riposte::detection::offline::Format,
+    /// No progress line and no summary on stderr (malformed lines are still reported).
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    detection: DetectionArgs,
+}
+
+impl DetectArgs {
+    fn run(self) -> riposte::Result<()> {
+        use riposte::detection::offline;
+        let options = offline::Options {
+            config: self.detection.config()?,
+            learning: self.detection.learning(),
+            audit_logs: self.audit_logs,
+            baseline: self.baseline,
+            save_baseline: self.save_baseline,
+            workloads: self.workloads,
+            namespace: self.namespace,
+            format: self.output,
+            quiet: self.quiet,
+        };
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        offline::run(options, std::io::stdout().lock(), std::io::stderr().lock(), progress).map(drop)
+    }
 }
 
 #[derive(clap::Args)]
@@ -81,6 +154,94 @@ struct RunArgs {
     /// seconds of its last sighting is folded into it.
     #[arg(long, default_value_t = 3600, env = "RIPOSTE_ALERT_DEDUP_WINDOW_SECONDS")]
     alert_dedup_window_seconds: u64,
+    #[command(flatten)]
+    audit_webhook: AuditWebhookArgs,
+    #[command(flatten)]
+    detection: DetectionArgs,
+    /// How often the existing Services are scanned for exposures (K8S_Exposed*); also once
+    /// at start.
+    #[arg(long, default_value_t = 600, env = "RIPOSTE_CONFIG_SCAN_INTERVAL_SECONDS")]
+    config_scan_interval_seconds: u64,
+}
+
+/// The audit webhook that kube-apiserver's webhook audit backend posts to.
+#[derive(clap::Args)]
+struct AuditWebhookArgs {
+    /// Serve the audit webhook (HTTPS, POST /audit) at this address. Off when unset, except
+    /// with a local control plane, which gets one on loopback.
+    #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_ADDR", requires_all = ["audit_webhook_tls_cert", "audit_webhook_tls_key"])]
+    audit_webhook_addr: Option<SocketAddr>,
+    /// The webhook's serving certificate (PEM, with its chain).
+    #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_TLS_CERT", requires = "audit_webhook_addr")]
+    audit_webhook_tls_cert: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_TLS_KEY", requires = "audit_webhook_addr")]
+    audit_webhook_tls_key: Option<PathBuf>,
+    /// Accept clients presenting a certificate signed by this CA (PEM), such as the
+    /// apiserver's client certificate.
+    #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_CLIENT_CA", requires = "audit_webhook_addr")]
+    audit_webhook_client_ca: Option<PathBuf>,
+    /// Accept clients sending `Authorization: Bearer <token>` with the token in this file.
+    #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_TOKEN_FILE", requires = "audit_webhook_addr")]
+    audit_webhook_token_file: Option<PathBuf>,
+    /// Larger request bodies are refused with 413.
+    #[arg(long, default_value_t = 32 * 1024 * 1024, env = "RIPOSTE_AUDIT_WEBHOOK_MAX_BODY_BYTES")]
+    audit_webhook_max_body_bytes: usize,
+    /// Audit events waiting for the rules, at most; beyond, batches are dropped and counted
+    /// (riposte_audit_events_dropped_total) rather than holding the apiserver up.
+    #[arg(long, default_value_t = 100_000, env = "RIPOSTE_AUDIT_QUEUE_EVENTS")]
+    audit_queue_events: usize,
+}
+
+/// What the detection rules look for, shared by `run` and `detect`.
+#[derive(clap::Args)]
+struct DetectionArgs {
+    /// The detection lists and thresholds (YAML: systemImages, sensitiveHostPaths,
+    /// miningImages, proxyNetworks...); every key is optional, unknown keys are refused.
+    #[arg(long, env = "RIPOSTE_DETECTION_CONFIG")]
+    detection_config: Option<PathBuf>,
+    /// A new service-account baseline learns for this long before it reports operations
+    /// outside it (K8S_ServiceAccountRareOperation).
+    #[arg(long, default_value_t = 72, env = "RIPOSTE_BASELINE_LEARNING_HOURS")]
+    baseline_learning_hours: u64,
+}
+
+impl DetectionArgs {
+    fn config(&self) -> riposte::Result<riposte_detect::Config> {
+        let Some(path) = &self.detection_config else {
+            return Ok(riposte_detect::Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            riposte::Error::Detection(format!("cannot read the detection config {}: {e}", path.display()))
+        })?;
+        serde_yaml::from_str(&text)
+            .map_err(|e| riposte::Error::Detection(format!("the detection config {} is invalid: {e}", path.display())))
+    }
+
+    fn learning(&self) -> Duration {
+        Duration::from_secs(self.baseline_learning_hours * 3600)
+    }
+}
+
+impl AuditWebhookArgs {
+    /// The webhook bound as configured, or none when it is off.
+    async fn bind(&self) -> riposte::Result<Option<Webhook>> {
+        let (Some(addr), Some(tls_cert), Some(tls_key)) =
+            (self.audit_webhook_addr, &self.audit_webhook_tls_cert, &self.audit_webhook_tls_key)
+        else {
+            return Ok(None);
+        };
+        let token = self.audit_webhook_token_file.as_deref().map(WebhookSettings::read_token).transpose()?;
+        let settings = WebhookSettings {
+            addr,
+            tls_cert: tls_cert.clone(),
+            tls_key: tls_key.clone(),
+            client_ca: self.audit_webhook_client_ca.clone(),
+            token,
+            max_body_bytes: self.audit_webhook_max_body_bytes,
+        };
+        Ok(Some(Webhook::bind(&settings).await?))
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,6 +254,17 @@ fn main() -> ExitCode {
             Command::Prepare => {
                 let dir = local::ensure_binaries().await?;
                 println!("{}", dir.display());
+                Ok(())
+            }
+            Command::Detect(args) => {
+                // Errors go to stderr, not to the log (stdout holds the alerts).
+                if let Err(e) = args.run() {
+                    match e {
+                        riposte::Error::Detection(message) => eprintln!("riposte detect: {message}"),
+                        other => eprintln!("riposte detect: {other}"),
+                    }
+                    std::process::exit(1);
+                }
                 Ok(())
             }
             Command::Crds => {
@@ -114,15 +286,22 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> riposte::Result<()> {
     let namespace = args.pod_namespace.clone().unwrap_or(args.namespace);
-    let (client, _local) = if args.local {
-        start_local(&namespace).await?
-    } else {
-        match Client::try_default().await {
-            Ok(client) => (client, None),
-            Err(e) => {
+    let detection = args.detection.config()?;
+    let mut webhook = args.audit_webhook.bind().await?;
+    let (client, _local) = match (args.local, Client::try_default().await) {
+        (false, Ok(client)) => (client, None),
+        (local, not_needed_or_failed) => {
+            if let (false, Err(e)) = (local, not_needed_or_failed) {
                 warn!("no cluster configuration found ({e}); starting a local control plane instead");
-                start_local(&namespace).await?
             }
+            // The local apiserver sends its audit events to a webhook of our own on loopback.
+            let local_webhook = match webhook {
+                Some(_) => None,
+                None => Some(LocalAuditWebhook::bind(args.audit_webhook.audit_webhook_max_body_bytes).await?),
+            };
+            let target = local_webhook.as_ref().map(|l| l.target.clone());
+            webhook = webhook.or(local_webhook.map(|l| l.webhook));
+            start_local(&namespace, target).await?
         }
     };
     let mut protected: BTreeSet<String> = args.protected_namespaces.into_iter().filter(|n| !n.is_empty()).collect();
@@ -141,6 +320,20 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let detection_metrics = DetectionMetrics::register(&mut registry);
+    let detected = detect(
+        webhook,
+        client.clone(),
+        DetectionSettings {
+            config: detection,
+            learning: args.detection.learning(),
+            scan_interval: Duration::from_secs(args.config_scan_interval_seconds),
+            namespace: settings.namespace.clone(),
+            baseline_save_interval: Duration::from_secs(30),
+        },
+        args.audit_webhook.audit_queue_events,
+        detection_metrics,
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { controller: "riposte".into(), instance: args.pod_name.clone() };
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready.clone());
@@ -165,18 +358,62 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     tokio::select! {
         operated = operated => operated,
         served = server => served,
+        detected = detected => detected,
+    }
+}
+
+/// Serves the audit webhook and evaluates what it receives, when there is a webhook. Every
+/// replica detects (the apiserver's batches reach whichever one the Service picks); Alerts
+/// are named after the request they saw, so a batch retried elsewhere is raised once.
+async fn detect(
+    webhook: Option<Webhook>,
+    client: Client,
+    settings: DetectionSettings,
+    queue_events: usize,
+    metrics: DetectionMetrics,
+) -> riposte::Result<()> {
+    let Some(webhook) = webhook else {
+        info!("no audit webhook configured (--audit-webhook-addr): detections from audit events are off");
+        return std::future::pending().await;
+    };
+    let (queue, receiver) = pipeline::queue(queue_events, metrics.clone());
+    tokio::select! {
+        served = webhook.serve(queue, metrics.clone()) => served,
+        // On SIGTERM (a rollout, a drain) the baseline is saved before the process ends.
+        evaluated = pipeline::run(client, settings, receiver, metrics, terminated()) => evaluated.map(drop),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(sigterm) => sigterm,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),
     }
 }
 
 /// Starts a local control plane with the CRDs and the operator's namespace.
-async fn start_local(namespace: &str) -> riposte::Result<(Client, Option<LocalControlPlane>)> {
-    let plane = LocalControlPlane::start(local::Options::default()).await?;
+async fn start_local(
+    namespace: &str,
+    audit_webhook: Option<local::AuditWebhookTarget>,
+) -> riposte::Result<(Client, Option<LocalControlPlane>)> {
+    let plane = LocalControlPlane::start(local::Options { audit_webhook, ..local::Options::default() }).await?;
     let client = plane.client().await?;
     local::install_crds(&client).await?;
     local::create_namespace(&client, namespace).await?;
     println!(
         "\nRiposte is running against a local control plane (no nodes: pods are stored, never run).\n\
-         In another terminal:\n\n  export KUBECONFIG={}\n  kubectl apply -f examples/scenario.yaml\n  kubectl get riposte -A\n\n\
+         Its audit events go to Riposte's webhook, so attacks are detected as well.\n\
+         In another terminal:\n\n  export KUBECONFIG={}\n  kubectl apply -f examples/scenario.yaml\n  kubectl get riposte -A\n  \
+         kubectl run debug --image=busybox --privileged   # raises a K8S_PrivilegedContainer alert\n  \
+         kubectl get alerts -A\n\n\
          Stop with Ctrl-C; the control plane is removed with it.\n",
         plane.kubeconfig_path().display()
     );

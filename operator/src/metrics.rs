@@ -90,3 +90,90 @@ impl Metrics {
         metrics
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+/// The detection path: the audit webhook, its queue, the rules and the Alerts they raise.
+#[derive(Clone)]
+pub struct DetectionMetrics {
+    pub requests: Family<CodeLabels, Counter>,
+    pub events_received: Counter,
+    pub events_dropped: Family<ReasonLabels, Counter>,
+    pub events_evaluated: Counter,
+    pub queued_events: Gauge,
+    pub findings: Family<TypeLabels, Counter>,
+    pub alerts_created: Counter,
+    pub alert_write_failures: Counter,
+    pub detection_seconds: Histogram,
+}
+
+impl DetectionMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = DetectionMetrics {
+            requests: Family::default(),
+            events_received: Counter::default(),
+            events_dropped: Family::default(),
+            events_evaluated: Counter::default(),
+            queued_events: Gauge::default(),
+            findings: Family::default(),
+            alerts_created: Counter::default(),
+            alert_write_failures: Counter::default(),
+            detection_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        };
+        registry.register(
+            "riposte_audit_requests",
+            "Requests to the audit webhook, by HTTP status code",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "riposte_audit_events_received",
+            "Audit events accepted into the detection queue",
+            metrics.events_received.clone(),
+        );
+        registry.register(
+            "riposte_audit_events_dropped",
+            "Audit events received but not evaluated, by reason (queue_full)",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "riposte_audit_events_evaluated",
+            "Audit events evaluated by the rules",
+            metrics.events_evaluated.clone(),
+        );
+        registry.register(
+            "riposte_audit_queued_events",
+            "Audit events waiting in the detection queue",
+            metrics.queued_events.clone(),
+        );
+        registry.register("riposte_detection_findings", "Rule findings, by alert type", metrics.findings.clone());
+        registry.register(
+            "riposte_detection_alerts_created",
+            "Alerts created by the detection path",
+            metrics.alerts_created.clone(),
+        );
+        registry.register(
+            "riposte_detection_alert_write_failures",
+            "Alerts the detection path failed to create after its retries",
+            metrics.alert_write_failures.clone(),
+        );
+        registry.register(
+            "riposte_detection_seconds",
+            "Time from an audit batch's receipt to the Alert it raised being created",
+            metrics.detection_seconds.clone(),
+        );
+        metrics
+    }
+}

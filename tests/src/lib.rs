@@ -16,9 +16,10 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
+use riposte::detection::pipeline::{self, DetectionSettings};
 use riposte::guard::Guardrails;
 use riposte::local::{self, LocalControlPlane, Options};
-use riposte::metrics::Metrics;
+use riposte::metrics::{DetectionMetrics, Metrics};
 use riposte_crds::{Phase, ResponseAction, ResponseActionStatus};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -34,6 +35,31 @@ pub struct Env {
     operator: Option<JoinHandle<()>>,
     /// Where the running operator serves /metrics, /healthz and /readyz.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The audit webhook's side, when the apiserver audits into Riposte.
+    pub audit: Option<Audit>,
+}
+
+/// Riposte's audit webhook, serving in this process for the apiserver of an [`Env`], and
+/// the rules, started and stopped by the test.
+pub struct Audit {
+    /// The webhook's URL and CA, and the client certificate the apiserver uses.
+    pub target: local::AuditWebhookTarget,
+    pub metrics: DetectionMetrics,
+    receiver: Option<pipeline::Receiver>,
+    detector: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<pipeline::Receiver>)>,
+    server: JoinHandle<()>,
+}
+
+/// How the rules run in tests: the default lists, a baseline that learns for `learning`,
+/// saved every second, in riposte-system.
+pub fn detection_settings(config: riposte_detect::Config, learning: Duration) -> DetectionSettings {
+    DetectionSettings {
+        config,
+        learning,
+        scan_interval: Duration::from_secs(3600),
+        namespace: "riposte-system".into(),
+        baseline_save_interval: Duration::from_secs(1),
+    }
 }
 
 impl Env {
@@ -46,11 +72,52 @@ impl Env {
         init_logging();
         let plane = LocalControlPlane::start(options).await.expect("local control plane starts");
         let client = plane.client().await.expect("admin client");
-        let env = Env { plane, client, operator: None, metrics_addr: None };
+        let env = Env { plane, client, operator: None, metrics_addr: None, audit: None };
         let out = env.kubectl(&["apply", "--server-side", "-f", &repo_path("crds").display().to_string()]);
         assert!(out.status.success(), "kubectl apply -f crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
         env.wait_for_crds().await;
         env
+    }
+
+    /// A control plane whose apiserver audits, with the chart's policy, into Riposte's
+    /// webhook on loopback. The webhook queues from the start; the rules run from
+    /// [`Env::start_detection`] on.
+    pub async fn with_audit_webhook() -> Env {
+        let local = riposte::local::LocalAuditWebhook::bind(32 * 1024 * 1024).await.expect("the audit webhook binds");
+        let options = Options { audit_webhook: Some(local.target.clone()), ..Options::default() };
+        let mut env = Env::start_with(options).await;
+        let metrics = DetectionMetrics::register(&mut Registry::default());
+        let (queue, receiver) = pipeline::queue(100_000, metrics.clone());
+        let served = metrics.clone();
+        let server = tokio::spawn(async move {
+            local.webhook.serve(queue, served).await.expect("the audit webhook serves");
+        });
+        env.audit = Some(Audit { target: local.target, metrics, receiver: Some(receiver), detector: None, server });
+        env.namespace("riposte-system").await;
+        env
+    }
+
+    /// Starts evaluating the audit events (those queued so far first) with `client`.
+    pub fn start_detection(&mut self, client: Client, settings: DetectionSettings) {
+        let audit = self.audit.as_mut().expect("an Env with_audit_webhook");
+        let receiver = audit.receiver.take().expect("detection is not running already");
+        let metrics = audit.metrics.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let detector = tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            pipeline::run(client, settings, receiver, metrics, stopped).await.expect("detection runs")
+        });
+        audit.detector = Some((stop, detector));
+    }
+
+    /// Stops evaluating, as on SIGTERM: the baseline is saved; events keep queueing.
+    pub async fn stop_detection(&mut self) {
+        let audit = self.audit.as_mut().expect("an Env with_audit_webhook");
+        let (stop, detector) = audit.detector.take().expect("detection is running");
+        let _ = stop.send(());
+        audit.receiver = Some(detector.await.expect("detection stops cleanly"));
     }
 
     /// Control plane, CRDs and the operator (as the admin).
@@ -284,6 +351,12 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_operator();
+        if let Some(audit) = self.audit.take() {
+            audit.server.abort();
+            if let Some((_, detector)) = audit.detector {
+                detector.abort();
+            }
+        }
     }
 }
 

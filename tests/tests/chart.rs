@@ -1,16 +1,147 @@
 //! The Helm chart: it lints, renders, is accepted by a real apiserver, and its RBAC is
-//! enough for the operator and no more.
+//! enough for the operator and no more. Its detection side: the audit policy and the webhook
+//! kubeconfig it renders for kube-apiserver are accepted by a real one, which then records
+//! what the rules need and never a Secret's content.
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::Api;
-use kube::api::ListParams;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use riposte::local::Options;
 use riposte_crds::Phase;
 use riposte_e2e::{Env, helm, repo_path};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn chart() -> String {
     repo_path("charts/riposte").display().to_string()
 }
+
+/// `helm template` of release `riposte` in riposte-system: the documents, or Helm's error.
+fn try_render(extra: &[&str]) -> Result<Vec<Value>, String> {
+    let out = std::process::Command::new(helm())
+        .args(["template", "riposte", &chart(), "--namespace", "riposte-system"])
+        .args(extra)
+        .output()
+        .expect("helm runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).expect("the chart renders as text");
+    Ok(serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|doc| !doc.is_null())
+        .collect())
+}
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    try_render(extra).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"))
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
+    let doc = find(docs, kind, name).unwrap_or_else(|| panic!("{kind} {name} is rendered"));
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} {name}: {e}"))
+}
+
+fn secret_text(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("Secret key {key}"));
+    String::from_utf8(data.0.clone()).expect("Secret data is text")
+}
+
+fn container_args(deployment: &Deployment) -> Vec<String> {
+    deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap_or_default()
+}
+
+/// A request as the audit policy sees it: `path` for non-resource requests (`/healthz`).
+struct Request<'a> {
+    user: &'a str,
+    groups: &'a [&'a str],
+    verb: &'a str,
+    group: &'a str,
+    resource: &'a str,
+    namespace: &'a str,
+    path: Option<&'a str>,
+}
+
+fn request<'a>(verb: &'a str, group: &'a str, resource: &'a str, namespace: &'a str) -> Request<'a> {
+    Request { user: "alice", groups: &["system:authenticated"], verb, group, resource, namespace, path: None }
+}
+
+fn strings(value: &Value, key: &str) -> Vec<String> {
+    value[key].as_array().into_iter().flatten().map(|v| v.as_str().expect("a string").to_owned()).collect()
+}
+
+fn resource_matches(pattern: &str, resource: &str) -> bool {
+    pattern == resource
+        || pattern == "*"
+        || pattern == "*/*"
+        || pattern.strip_suffix('*').is_some_and(|prefix| prefix.ends_with('/') && resource.starts_with(prefix))
+        || pattern.strip_prefix('*').is_some_and(|suffix| suffix.starts_with('/') && resource.ends_with(suffix))
+}
+
+fn rule_matches(rule: &Value, r: &Request) -> bool {
+    let (users, groups, verbs) = (strings(rule, "users"), strings(rule, "userGroups"), strings(rule, "verbs"));
+    let (urls, namespaces) = (strings(rule, "nonResourceURLs"), strings(rule, "namespaces"));
+    let resources = rule["resources"].as_array().cloned().unwrap_or_default();
+    if (!users.is_empty() && !users.iter().any(|u| u == r.user))
+        || (!groups.is_empty() && !r.groups.iter().any(|g| groups.iter().any(|x| x == g)))
+        || (!verbs.is_empty() && !verbs.iter().any(|v| v == r.verb))
+    {
+        return false;
+    }
+    match r.path {
+        Some(path) => {
+            resources.is_empty()
+                && namespaces.is_empty()
+                && (urls.is_empty()
+                    || urls.iter().any(|u| u.strip_suffix('*').map_or(u == path, |prefix| path.starts_with(prefix))))
+        }
+        None => {
+            urls.is_empty()
+                && (namespaces.is_empty() || namespaces.iter().any(|n| n == r.namespace))
+                && (resources.is_empty()
+                    || resources.iter().any(|gr| {
+                        let patterns = strings(gr, "resources");
+                        gr["group"].as_str().unwrap_or("") == r.group
+                            && (patterns.is_empty() || patterns.iter().any(|p| resource_matches(p, r.resource)))
+                    }))
+        }
+    }
+}
+
+/// The level kube-apiserver records a request at: the first matching rule's, else None.
+fn level(policy: &Value, r: &Request) -> String {
+    let rules = policy["rules"].as_array().expect("the policy has rules");
+    rules
+        .iter()
+        .find(|rule| rule_matches(rule, r))
+        .map_or("None".to_owned(), |rule| rule["level"].as_str().unwrap().to_owned())
+}
+
+/// Whether a rule could record a Secret's content, whatever its position and its user, verb
+/// and namespace conditions.
+fn could_record_secret_bodies(rule: &Value) -> bool {
+    if !matches!(rule["level"].as_str(), Some("Request" | "RequestResponse")) {
+        return false;
+    }
+    let Some(resources) = rule["resources"].as_array() else {
+        return rule["nonResourceURLs"].as_array().is_none_or(|urls| urls.is_empty());
+    };
+    resources.is_empty()
+        || resources.iter().any(|gr| {
+            let patterns = strings(gr, "resources");
+            matches!(gr["group"].as_str().unwrap_or(""), "" | "*")
+                && (patterns.is_empty() || patterns.iter().any(|p| resource_matches(p, "secrets")))
+        })
+}
+
+const CLUSTER_IP: &str = "10.0.0.200";
 
 #[test]
 fn the_chart_lints_cleanly() {
@@ -21,6 +152,408 @@ fn the_chart_lints_cleanly() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_chart_renders_the_audit_webhook_its_kubeconfig_and_a_policy_that_never_records_secrets() {
+    let docs = render(&["--set", &format!("detection.auditWebhook.service.clusterIP={CLUSTER_IP}")]);
+
+    // The audit policy: the chart's file, verbatim, an audit.k8s.io/v1 Policy.
+    let policy_map: ConfigMap = typed(&docs, "ConfigMap", "riposte-audit-policy");
+    let text = policy_map.data.as_ref().unwrap()["audit-policy.yaml"].clone();
+    let file = std::fs::read_to_string(repo_path("charts/riposte/files/audit-policy.yaml")).unwrap();
+    assert_eq!(text.trim(), file.trim(), "the ConfigMap holds files/audit-policy.yaml");
+    let policy: Value = serde_yaml::from_str(&text).expect("the audit policy is YAML");
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(policy["kind"], "Policy");
+    assert_eq!(strings(&policy, "omitStages"), ["RequestReceived"]);
+    let rules = policy["rules"].as_array().unwrap();
+    for rule in rules {
+        assert!(!could_record_secret_bodies(rule), "this rule could record Secrets above Metadata: {rule}");
+        assert!(matches!(rule["level"].as_str(), Some("None" | "Metadata" | "Request" | "RequestResponse")), "{rule}");
+    }
+    // Every request is recorded at least at Metadata, and Secrets, tokens and application
+    // ConfigMaps never above it, whoever asks.
+    for verb in ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"] {
+        for namespace in ["default", "kube-system", ""] {
+            for (group, resource) in [
+                ("", "secrets"),
+                ("", "serviceaccounts/token"),
+                ("authentication.k8s.io", "tokenreviews"),
+                ("", "pods/exec"),
+                ("", "nodes"),
+                ("coordination.k8s.io", "leases"),
+                ("example.com", "widgets"),
+            ] {
+                for (user, groups) in [
+                    ("alice", &["system:authenticated"][..]),
+                    ("system:apiserver", &["system:masters"][..]),
+                    ("system:node:n1", &["system:nodes", "system:authenticated"][..]),
+                    ("system:anonymous", &["system:unauthenticated"][..]),
+                ] {
+                    let r = Request { user, groups, ..request(verb, group, resource, namespace) };
+                    assert_eq!(level(&policy, &r), "Metadata", "{verb} {group}/{resource} in {namespace:?} by {user}");
+                }
+            }
+            let configmaps = level(&policy, &request(verb, "", "configmaps", namespace));
+            let expected = if namespace == "kube-system" && !matches!(verb, "get" | "list" | "watch") {
+                "RequestResponse"
+            } else {
+                "Metadata"
+            };
+            assert_eq!(configmaps, expected, "{verb} configmaps in {namespace:?} (CoreDNS only in kube-system)");
+        }
+    }
+    // The writes whose content the rules read are recorded in full; reads and other
+    // subresources are not.
+    for (group, resource) in [
+        ("", "pods"),
+        ("", "pods/ephemeralcontainers"),
+        ("", "replicationcontrollers"),
+        ("", "services"),
+        ("apps", "deployments"),
+        ("apps", "daemonsets"),
+        ("apps", "statefulsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ] {
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            assert_eq!(
+                level(&policy, &request(verb, group, resource, "default")),
+                "RequestResponse",
+                "{verb} {resource}"
+            );
+        }
+        for verb in ["get", "list", "watch"] {
+            assert_eq!(level(&policy, &request(verb, group, resource, "default")), "Metadata", "{verb} {resource}");
+        }
+    }
+    assert_eq!(level(&policy, &request("patch", "", "pods/status", "default")), "Metadata");
+    assert_eq!(level(&policy, &request("update", "apps", "deployments/scale", "default")), "Metadata");
+    for group in ["", "events.k8s.io"] {
+        for verb in ["delete", "deletecollection"] {
+            assert_eq!(level(&policy, &request(verb, group, "events", "default")), "Metadata", "{verb} {group} events");
+        }
+    }
+    // Health checks: dropped for nodes and control-plane components only.
+    let health = |user: &str, groups: &[&str], path: &str| {
+        level(&policy, &Request { user, groups, path: Some(path), ..request("get", "", "", "") })
+    };
+    assert_eq!(health("system:node:n1", &["system:nodes"], "/healthz"), "None");
+    assert_eq!(health("system:kube-scheduler", &["system:authenticated"], "/readyz?verbose"), "None");
+    assert_eq!(health("system:anonymous", &["system:unauthenticated"], "/healthz"), "Metadata");
+    assert_eq!(health("system:anonymous", &["system:unauthenticated"], "/version"), "Metadata");
+    assert_eq!(health("system:node:n1", &["system:nodes"], "/api"), "Metadata");
+
+    // The webhook kubeconfig for kube-apiserver: HTTPS to /audit on the fixed ClusterIP, the
+    // serving certificate's CA, and the token the webhook checks.
+    let kubeconfig_secret: Secret = typed(&docs, "Secret", "riposte-audit-webhook-kubeconfig");
+    let kubeconfig: Value = serde_yaml::from_str(&secret_text(&kubeconfig_secret, "kubeconfig")).unwrap();
+    assert_eq!(kubeconfig["kind"], "Config");
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"], format!("https://{CLUSTER_IP}:8443/audit"));
+    let tls: Secret = typed(&docs, "Secret", "riposte-audit-tls");
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    let ca = secret_text(&tls, "ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert!(secret_text(&tls, "tls.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(secret_text(&tls, "tls.key").contains("PRIVATE KEY-----"));
+    let ca_data = cluster["certificate-authority-data"].as_str().expect("certificate-authority-data");
+    let decoded: k8s_openapi::ByteString = serde_json::from_value(json!(ca_data)).expect("base64");
+    assert_eq!(String::from_utf8(decoded.0).unwrap(), ca, "the kubeconfig trusts the serving certificate's CA");
+    let sans = &tls.metadata.annotations.as_ref().unwrap()["riposte.dev/subject-alternative-names"];
+    assert!(sans.contains("riposte-audit.riposte-system.svc") && sans.contains(CLUSTER_IP), "{sans}");
+    let token: Secret = typed(&docs, "Secret", "riposte-audit-token");
+    let token = secret_text(&token, "token");
+    assert!(token.len() >= 32, "a long random token");
+    assert_eq!(kubeconfig["users"][0]["user"]["token"], token.as_str());
+    assert_eq!(kubeconfig["contexts"][0]["context"]["cluster"], kubeconfig["clusters"][0]["name"]);
+    assert_eq!(kubeconfig["current-context"], kubeconfig["contexts"][0]["name"]);
+
+    // The Service in front of the operator's pods.
+    let service: Service = typed(&docs, "Service", "riposte-audit");
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some(CLUSTER_IP));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.port, 8443);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("https-audit".into()))
+    );
+
+    // The Deployment runs the webhook with the mounted certificate, token and config.
+    let deployment: Deployment = typed(&docs, "Deployment", "riposte");
+    let deployment_spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.selector, deployment_spec.selector.match_labels);
+    let args = container_args(&deployment);
+    for flag in [
+        "--audit-webhook-addr=0.0.0.0:8443",
+        "--audit-webhook-tls-cert=/etc/riposte/audit-tls/tls.crt",
+        "--audit-webhook-tls-key=/etc/riposte/audit-tls/tls.key",
+        "--audit-webhook-token-file=/etc/riposte/audit-token/token",
+        "--audit-webhook-max-body-bytes=33554432",
+        "--audit-queue-events=100000",
+        "--detection-config=/etc/riposte/detection/detection.yaml",
+        "--baseline-learning-hours=72",
+        "--config-scan-interval-seconds=600",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--audit-webhook-client-ca")), "no client CA unless configured");
+    let pod = deployment_spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    assert!(
+        container.ports.iter().flatten().any(|p| p.name.as_deref() == Some("https-audit") && p.container_port == 8443)
+    );
+    assert_eq!(container.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    let mounts = container.volume_mounts.clone().unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    for file in args.iter().filter_map(|a| a.split_once("=/").map(|(_, path)| format!("/{path}"))) {
+        let mount = mounts
+            .iter()
+            .find(|m| file.starts_with(&format!("{}/", m.mount_path)))
+            .unwrap_or_else(|| panic!("{file} is on a mounted volume"));
+        let volume = volumes.iter().find(|v| v.name == mount.name).unwrap_or_else(|| panic!("volume {}", mount.name));
+        let key = file.rsplit('/').next().unwrap();
+        let provided = match (&volume.secret, &volume.config_map) {
+            (Some(secret), _) => {
+                let name = secret.secret_name.clone().unwrap();
+                assert!(find(&docs, "Secret", &name).is_some(), "Secret {name} is rendered");
+                secret.items.iter().flatten().any(|i| i.path == key)
+            }
+            (_, Some(map)) => {
+                let rendered: ConfigMap = typed(&docs, "ConfigMap", &map.name);
+                rendered.data.unwrap_or_default().contains_key(key)
+            }
+            _ => false,
+        };
+        assert!(provided, "{file} is provided by volume {}", volume.name);
+    }
+    let annotations = deployment_spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap_or_default();
+    let checksum = annotations.get("checksum/detection-config").expect("a checksum of the detection config").clone();
+    let detection_config: ConfigMap = typed(&docs, "ConfigMap", "riposte-detection-config");
+    assert_eq!(detection_config.data.unwrap()["detection.yaml"].trim(), "{}");
+
+    // The detection config is passed verbatim, and changing it rolls the pods.
+    let tuned = render(&["--set", "detection.config.proxyNetworks={192.0.2.0/24}"]);
+    let tuned_config: ConfigMap = typed(&tuned, "ConfigMap", "riposte-detection-config");
+    let parsed: Value = serde_yaml::from_str(&tuned_config.data.unwrap()["detection.yaml"]).unwrap();
+    assert_eq!(parsed, json!({ "proxyNetworks": ["192.0.2.0/24"] }));
+    let tuned_deployment: Deployment = typed(&tuned, "Deployment", "riposte");
+    let tuned_annotations = tuned_deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_ne!(tuned_annotations["checksum/detection-config"], checksum);
+    // Without a fixed ClusterIP, the kubeconfig names the Service.
+    let by_name: Secret = typed(&tuned, "Secret", "riposte-audit-webhook-kubeconfig");
+    let by_name: Value = serde_yaml::from_str(&secret_text(&by_name, "kubeconfig")).unwrap();
+    assert_eq!(by_name["clusters"][0]["cluster"]["server"], "https://riposte-audit.riposte-system.svc:8443/audit");
+
+    // Client certificates: the CA is mounted and passed; with neither a token nor a client CA
+    // the chart refuses to render.
+    let with_ca = render(&["--set", "detection.auditWebhook.auth.clientCA=-----BEGIN CERTIFICATE-----"]);
+    assert!(
+        container_args(&typed(&with_ca, "Deployment", "riposte"))
+            .iter()
+            .any(|a| a == "--audit-webhook-client-ca=/etc/riposte/audit-client-ca/ca.crt")
+    );
+    assert!(find(&with_ca, "ConfigMap", "riposte-audit-client-ca").is_some());
+    let refused = try_render(&["--set", "detection.auditWebhook.auth.token.enabled=false"]).unwrap_err();
+    assert!(refused.contains("auth.clientCA"), "{refused}");
+}
+
+#[test]
+fn with_detection_disabled_the_chart_renders_no_webhook_no_flags_and_no_detection_rights() {
+    let docs = render(&["--set", "detection.enabled=false"]);
+    for doc in &docs {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        assert!(!name.contains("audit") && !name.contains("detection"), "{} {name} is rendered", doc["kind"]);
+    }
+    let deployment: Deployment = typed(&docs, "Deployment", "riposte");
+    let args = container_args(&deployment);
+    assert!(
+        !args
+            .iter()
+            .any(|a| ["--audit", "--detection", "--baseline", "--config-scan"].iter().any(|f| a.starts_with(f))),
+        "{args:?}"
+    );
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    assert!(pod.volumes.is_none() && pod.containers[0].volume_mounts.is_none());
+    assert!(!pod.containers[0].ports.iter().flatten().any(|p| p.name.as_deref() == Some("https-audit")));
+    let role = find(&docs, "ClusterRole", "riposte").unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        let resources = strings(rule, "resources");
+        let verbs = strings(rule, "verbs");
+        assert!(!resources.iter().any(|r| r == "services" || r == "deployments"), "{rule}");
+        assert!(!(resources.iter().any(|r| r == "alerts") && verbs.iter().any(|v| v == "create")), "{rule}");
+        assert!(!(resources.iter().any(|r| r == "pods") && verbs.iter().any(|v| v == "list")), "{rule}");
+    }
+    let own = find(&docs, "Role", "riposte-own-namespace").unwrap();
+    assert!(!own.to_string().contains("riposte-detection-baseline"));
+}
+
+/// kube-apiserver v1.33 starts with the chart's audit policy and webhook kubeconfig, and
+/// records what the rules need (bodies of pod and CoreDNS writes) and nothing more (no
+/// Secret, token or application ConfigMap content). The chart reads its generated
+/// certificate and token back on upgrade.
+#[tokio::test]
+async fn kube_apiserver_accepts_the_audit_policy_and_webhook_kubeconfig_and_records_no_secret() {
+    let docs = render(&["--set", &format!("detection.auditWebhook.service.clusterIP={CLUSTER_IP}")]);
+    let dir: PathBuf = std::env::temp_dir().join(format!("riposte-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy: ConfigMap = typed(&docs, "ConfigMap", "riposte-audit-policy");
+    let policy_file = dir.join("audit-policy.yaml");
+    std::fs::write(&policy_file, &policy.data.unwrap()["audit-policy.yaml"]).unwrap();
+    let kubeconfig: Secret = typed(&docs, "Secret", "riposte-audit-webhook-kubeconfig");
+    let kubeconfig_file = dir.join("audit-webhook-kubeconfig.yaml");
+    std::fs::write(&kubeconfig_file, secret_text(&kubeconfig, "kubeconfig")).unwrap();
+    let log = dir.join("audit.log");
+    let flags = vec![
+        format!("--audit-policy-file={}", policy_file.display()),
+        format!("--audit-log-path={}", log.display()),
+        format!("--audit-webhook-config-file={}", kubeconfig_file.display()),
+        "--audit-webhook-mode=batch".to_owned(),
+        "--audit-webhook-batch-max-wait=1s".to_owned(),
+        "--audit-webhook-version=audit.k8s.io/v1".to_owned(),
+    ];
+    let env = Env::start_with(Options { extraapiserver_args: flags, ..Options::default() }).await;
+
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(env.kubectl(&["create", "configmap", "coredns", "-n", "kube-system", "--from-literal=Corefile=.:53 {}"]));
+    ok(env.kubectl(&[
+        "patch",
+        "configmap",
+        "coredns",
+        "-n",
+        "kube-system",
+        "-p",
+        r#"{"data":{"Corefile":".:53 { forward . 192.0.2.1 }"}}"#,
+    ]));
+    ok(env.kubectl(&["create", "configmap", "app", "-n", "default", "--from-literal=password=hunter2"]));
+    ok(env.kubectl(&["create", "secret", "generic", "db", "-n", "default", "--from-literal=password=hunter2"]));
+    ok(env.kubectl(&["get", "secret", "db", "-n", "default"]));
+    ok(env.kubectl(&["create", "serviceaccount", "app", "-n", "default"]));
+    let requested_token = ok(env.kubectl(&["create", "token", "app", "-n", "default"]));
+    env.pod("default", "web", &[("app", "web")]).await;
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(env.client.clone(), "default")
+        .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("Events deleted");
+    ok(env.kubectl(&["get", "--raw", "/healthz"]));
+
+    let events: Vec<Value> = env
+        .until("the audit log records the requests", || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let events: Vec<Value> =
+                text.lines().map(|l| serde_json::from_str(l).expect("an audit event per line")).collect();
+            events.iter().any(|e| e["requestURI"] == "/healthz").then_some(events)
+        })
+        .await;
+    let complete = |verb, resource, subresource, namespace| completed(&events, verb, resource, subresource, namespace);
+    assert!(events.iter().all(|e| e["stage"] != "RequestReceived"), "RequestReceived is omitted");
+
+    let pod = complete("create", "pods", "", "default");
+    assert_eq!(pod["level"], "RequestResponse");
+    assert_eq!(pod["responseObject"]["spec"]["containers"][0]["image"], "nginx:1.27");
+    assert!(pod["requestObject"].is_object());
+    let coredns = complete("patch", "configmaps", "", "kube-system");
+    assert_eq!(coredns["level"], "RequestResponse");
+    assert!(coredns["requestObject"]["data"]["Corefile"].as_str().unwrap().contains("192.0.2.1"), "{coredns}");
+    for (verb, resource, subresource) in [
+        ("create", "configmaps", ""),
+        ("create", "secrets", ""),
+        ("get", "secrets", ""),
+        ("create", "serviceaccounts", "token"),
+        ("deletecollection", "events", ""),
+    ] {
+        let event = complete(verb, resource, subresource, "default");
+        assert_eq!(event["level"], "Metadata", "{event}");
+        assert!(event.get("requestObject").is_none() && event.get("responseObject").is_none(), "{event}");
+        assert!(
+            !event["user"]["username"].as_str().unwrap_or("").is_empty() && event["sourceIPs"].is_array(),
+            "{event}"
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("hunter2") && !text.contains("aHVudGVyMg=="),
+        "no Secret or application ConfigMap content is recorded"
+    );
+    assert!(!text.contains(requested_token.trim()), "no requested token is recorded");
+    assert!(events.iter().filter(|e| e["objectRef"]["resource"] == "secrets").all(|e| e["level"] == "Metadata"));
+    let health = events.iter().find(|e| e["requestURI"] == "/healthz").unwrap();
+    assert_eq!(health["level"], "Metadata", "the admin's health check is recorded");
+
+    // On upgrade the chart reads its certificate and token back (helm's lookup): the files
+    // copied to the control plane stay valid. Only new names re-sign the certificate, with
+    // the same CA.
+    env.namespace("riposte-system").await;
+    env.install_chart();
+    let cluster_secret = |name: &str| {
+        let out = ok(env.kubectl(&["get", "secret", name, "-n", "riposte-system", "-o", "json"]));
+        serde_json::from_str::<Secret>(&out).unwrap()
+    };
+    let (installed_tls, installed_token) = (cluster_secret("riposte-audit-tls"), cluster_secret("riposte-audit-token"));
+    let kubeconfig_path = env.plane.kubeconfig_path().display().to_string();
+    let upgrade = |extra: &[&str]| {
+        let mut args = vec!["--dry-run=server", "--kubeconfig", &kubeconfig_path];
+        args.extend_from_slice(extra);
+        render(&args)
+    };
+    let again = upgrade(&[]);
+    let tls: Secret = typed(&again, "Secret", "riposte-audit-tls");
+    let token: Secret = typed(&again, "Secret", "riposte-audit-token");
+    for key in ["tls.crt", "tls.key", "ca.crt", "ca.key"] {
+        assert_eq!(secret_text(&tls, key), secret_text(&installed_tls, key), "{key} is kept");
+    }
+    assert_eq!(secret_text(&token, "token"), secret_text(&installed_token, "token"));
+    let kubeconfig: Secret = typed(&again, "Secret", "riposte-audit-webhook-kubeconfig");
+    assert!(secret_text(&kubeconfig, "kubeconfig").contains(&secret_text(&installed_token, "token")));
+    let pinned = upgrade(&["--set", &format!("detection.auditWebhook.service.clusterIP={CLUSTER_IP}")]);
+    let tls: Secret = typed(&pinned, "Secret", "riposte-audit-tls");
+    assert_ne!(secret_text(&tls, "tls.crt"), secret_text(&installed_tls, "tls.crt"), "re-signed for the address");
+    assert_eq!(secret_text(&tls, "ca.crt"), secret_text(&installed_tls, "ca.crt"), "by the same CA");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ResponseComplete audit event of a request.
+fn completed<'a>(events: &'a [Value], verb: &str, resource: &str, subresource: &str, namespace: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["verb"] == verb
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["subresource"].as_str().unwrap_or("") == subresource
+                && e["objectRef"]["namespace"].as_str().unwrap_or("") == namespace
+        })
+        .unwrap_or_else(|| panic!("{verb} {resource}/{subresource} in {namespace} is recorded"))
+}
+
+/// Whether the client may do this, as the apiserver's authorizer answers.
+async fn can(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "spec": { "resourceAttributes": { "verb": verb, "group": group, "resource": resource, "namespace": namespace, "name": name } }
+    }))
+    .unwrap();
+    let answer =
+        Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.unwrap().allowed
 }
 
 #[tokio::test]
@@ -40,11 +573,43 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
 
     let operator = env.chart_operator_client().await;
 
-    // Least privilege: no Secrets, no listing of pods.
+    // Least privilege: no Secrets.
     let secrets = Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await;
     assert!(matches!(secrets, Err(kube::Error::Api(ref e)) if e.code == 403), "{secrets:?}");
-    let pods = Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await;
-    assert!(matches!(pods, Err(kube::Error::Api(ref e)) if e.code == 403), "{pods:?}");
+    // Detection's configuration scan lists Services, pods and workloads cluster-wide...
+    Api::<Service>::all(operator.clone()).list(&ListParams::default()).await.expect("Services can be listed");
+    Api::<Deployment>::all(operator.clone()).list(&ListParams::default()).await.expect("Deployments can be listed");
+    Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await.expect("pods can be listed");
+    // ...but never watches them nor reads one it was not given, and reads no ConfigMap but
+    // its own kill switch and baseline.
+    let coredns = Api::<ConfigMap>::namespaced(operator.clone(), "kube-system").get("coredns").await;
+    assert!(matches!(coredns, Err(kube::Error::Api(ref e)) if e.code == 403), "{coredns:?}");
+    let configmaps = Api::<ConfigMap>::all(operator.clone()).list(&ListParams::default()).await;
+    assert!(matches!(configmaps, Err(kube::Error::Api(ref e)) if e.code == 403), "{configmaps:?}");
+    for (verb, group, resource, namespace, name) in [
+        ("watch", "", "pods", None, None),
+        ("watch", "", "services", None, None),
+        ("get", "", "services", Some("shop"), Some("web")),
+        ("watch", "apps", "deployments", None, None),
+        ("watch", "", "configmaps", Some("kube-system"), None),
+        ("get", "", "configmaps", Some("riposte-system"), Some("evidence-shop-kill")),
+        ("update", "", "configmaps", Some("riposte-system"), Some("riposte-automation")),
+        ("list", "", "secrets", Some("riposte-system"), None),
+        ("get", "", "secrets", Some("riposte-system"), Some("riposte-audit-token")),
+    ] {
+        assert!(
+            !can(&operator, verb, group, resource, namespace, name).await,
+            "{verb} {resource} {namespace:?} {name:?}"
+        );
+    }
+    for (verb, resource, name) in [
+        ("get", "configmaps", Some("riposte-detection-baseline")),
+        ("update", "configmaps", Some("riposte-detection-baseline")),
+        ("create", "configmaps", None),
+    ] {
+        assert!(can(&operator, verb, "", resource, Some("riposte-system"), name).await, "{verb} {resource} {name:?}");
+    }
+    assert!(can(&operator, "create", "riposte.dev", "alerts", Some("shop"), None).await, "Alerts can be raised");
 
     // As the chart runs it: with leader election on its Lease, through the chart's Role.
     let replica = env.spawn_replica_on(operator, "riposte-0", "riposte-leader");

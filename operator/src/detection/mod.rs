@@ -1,0 +1,219 @@
+//! Detections from the control plane: audit events in, `Alert`s out.
+//!
+//! The rules live in `riposte-detect` (pure, no Kubernetes client). Here:
+//! - this module turns a rule's [`Finding`] into the `Alert` object to create (pure);
+//! - [`webhook`]: the HTTPS endpoint kube-apiserver's audit webhook backend posts to;
+//! - [`pipeline`]: the bounded queue between them, the engine, the configuration scan and
+//!   the persisted service-account baseline, and the writes of Alerts;
+//! - [`offline`]: the same rules over an audit log file (`riposte detect --audit-log`).
+
+pub mod offline;
+pub mod pipeline;
+pub mod webhook;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use riposte_crds::{Alert, AlertSpec, Entities, Evidence, catalog};
+use riposte_detect::Finding;
+
+/// `spec.source` of the Alerts raised from audit events and from the configuration scan.
+pub const AUDIT_SOURCE: &str = "riposte-audit";
+pub const SCAN_SOURCE: &str = "riposte-config-scan";
+/// The label that says which detector raised an Alert, for `kubectl get alerts -l`.
+pub const SOURCE_LABEL: &str = "riposte.dev/source";
+
+const MAX_TITLE: usize = 512;
+const MAX_EVIDENCE_ITEMS: usize = 64;
+const MAX_EVIDENCE_VALUE: usize = 4096;
+
+/// The Alert a finding raises. `occurrence` identifies this sighting (the audit ID of the
+/// request, or the scan that saw it), so that a retried delivery of the same audit batch
+/// names the same Alert and is created once. Cluster-scoped findings (a ClusterRoleBinding,
+/// a webhook configuration, a client) are raised in `home_namespace`.
+pub fn alert_for(finding: &Finding, occurrence: &str, detected_at: Time, source: &str, home_namespace: &str) -> Alert {
+    let entities = entities(finding);
+    let namespace = entities.namespace.clone().unwrap_or_else(|| home_namespace.to_owned());
+    let (severity, tactics) = catalog::lookup(finding.alert_type)
+        .map(|entry| (entry.severity, entry.tactics.clone()))
+        .unwrap_or((riposte_crds::Severity::Medium, Vec::new()));
+    let mut spec =
+        AlertSpec::detected(finding.alert_type, truncate(&finding.summary, MAX_TITLE), severity, detected_at);
+    spec.tactics = tactics;
+    spec.source = Some(source.to_owned());
+    spec.evidence = finding
+        .evidence
+        .iter()
+        .take(MAX_EVIDENCE_ITEMS)
+        .map(|(name, value)| Evidence { name: name.clone(), value: truncate(value, MAX_EVIDENCE_VALUE) })
+        .collect();
+    spec.entities = entities;
+    Alert {
+        metadata: ObjectMeta {
+            name: Some(alert_name(finding, occurrence)),
+            namespace: Some(namespace),
+            labels: Some([(SOURCE_LABEL.to_owned(), source.to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// The Alert's entities; the detector's are a superset of the CRD's fields.
+pub fn entities(finding: &Finding) -> Entities {
+    let e = &finding.entities;
+    Entities {
+        namespace: e.namespace.clone(),
+        pod: e.pod.clone(),
+        container: e.container.clone(),
+        image: e.image.clone(),
+        node: e.node.clone(),
+        service_account: e.service_account.clone(),
+        workload_kind: e.workload_kind.clone(),
+        workload_name: e.workload_name.clone(),
+        user: e.user.clone(),
+    }
+}
+
+/// `k8s-privilegedcontainer-<12 hex digits>`: readable, and the same for the same
+/// sighting of the same thing on every replica and every retry.
+pub fn alert_name(finding: &Finding, occurrence: &str) -> String {
+    let mut hash = Fnv::default();
+    hash.write(finding.alert_type);
+    hash.write(occurrence);
+    let e = &finding.entities;
+    for field in [
+        &e.namespace,
+        &e.pod,
+        &e.container,
+        &e.image,
+        &e.node,
+        &e.service_account,
+        &e.workload_kind,
+        &e.workload_name,
+        &e.user,
+    ] {
+        hash.write(field.as_deref().unwrap_or("\u{0}"));
+    }
+    let slug: String = finding
+        .alert_type
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    format!("{slug}-{:012x}", hash.finish() & 0xffff_ffff_ffff)
+}
+
+/// FNV-1a: stable across processes and releases, unlike std's hasher.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, text: &str) {
+        for byte in text.bytes().chain(std::iter::once(0xff)) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// At most `max` bytes, cut at a character boundary, with an ellipsis when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riposte_crds::{Severity, Tactic};
+    use riposte_detect::rules::{CLUSTER_ADMIN_BINDING, PRIVILEGED_CONTAINER};
+
+    fn privileged_pod() -> Finding {
+        Finding {
+            alert_type: PRIVILEGED_CONTAINER,
+            entities: riposte_detect::Entities {
+                namespace: Some("shop".into()),
+                pod: Some("miner".into()),
+                container: Some("c".into()),
+                image: Some("busybox".into()),
+                user: Some("mallory".into()),
+                ..Default::default()
+            },
+            evidence: vec![("auditID".into(), "a1".into()), ("field".into(), "x".repeat(5000))],
+            summary: "Pod shop/miner runs privileged container c".into(),
+        }
+    }
+
+    fn now() -> Time {
+        Time("2026-11-22T10:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn a_finding_becomes_an_alert_with_the_catalogs_severity_and_tactics() {
+        let alert = alert_for(&privileged_pod(), "a1", now(), AUDIT_SOURCE, "riposte-system");
+        assert_eq!(alert.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(alert.spec.alert_type.0, "K8S_PrivilegedContainer");
+        assert_eq!(alert.spec.severity, Severity::Informational);
+        assert_eq!(alert.spec.tactics, [Tactic::PrivilegeEscalation]);
+        assert_eq!(alert.spec.title, "Pod shop/miner runs privileged container c");
+        assert_eq!(alert.spec.source.as_deref(), Some(AUDIT_SOURCE));
+        assert_eq!(alert.spec.entities.user.as_deref(), Some("mallory"));
+        assert_eq!(alert.spec.entities.pod.as_deref(), Some("miner"));
+        assert_eq!(
+            alert.spec.evidence[1].value.len(),
+            MAX_EVIDENCE_VALUE,
+            "long evidence is cut to the schema's limit"
+        );
+        assert!(alert.spec.evidence[1].value.ends_with('…'));
+        assert_eq!(alert.metadata.labels.unwrap()[SOURCE_LABEL], AUDIT_SOURCE);
+    }
+
+    #[test]
+    fn names_are_stable_per_sighting_and_differ_between_sightings() {
+        let finding = privileged_pod();
+        let name = alert_name(&finding, "a1");
+        assert!(name.starts_with("k8s-privilegedcontainer-"), "{name}");
+        assert_eq!(name.len(), "k8s-privilegedcontainer-".len() + 12);
+        assert_eq!(name, alert_name(&finding, "a1"), "a retried delivery names the same Alert");
+        assert_ne!(name, alert_name(&finding, "a2"));
+        let mut other_pod = finding.clone();
+        other_pod.entities.pod = Some("web".into());
+        assert_ne!(name, alert_name(&other_pod, "a1"), "one request can raise one alert per pod");
+        // Names must not change between releases: a retried batch after an upgrade would
+        // raise its alerts twice.
+        assert_eq!(name, "k8s-privilegedcontainer-e98a1378779f");
+    }
+
+    #[test]
+    fn cluster_scoped_findings_land_in_the_operators_namespace() {
+        let finding = Finding {
+            alert_type: CLUSTER_ADMIN_BINDING,
+            entities: riposte_detect::Entities { user: Some("mallory".into()), ..Default::default() },
+            evidence: Vec::new(),
+            summary: "ClusterRoleBinding pwn grants cluster-admin to mallory".into(),
+        };
+        let alert = alert_for(&finding, "a9", now(), AUDIT_SOURCE, "riposte-system");
+        assert_eq!(alert.metadata.namespace.as_deref(), Some("riposte-system"));
+        assert_eq!(alert.spec.severity, Severity::Informational, "as the catalog rates it");
+    }
+
+    #[test]
+    fn titles_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("héllo", 3), "…");
+        assert_eq!(truncate("abcdef", 5), "ab…");
+        assert_eq!(truncate("abc", 3), "abc");
+    }
+}

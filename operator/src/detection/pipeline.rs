@@ -1,0 +1,650 @@
+//! From the webhook's queue to Alerts: the rules over every audit event, the configuration
+//! scan of the Services that exist, and the service-account baseline kept in a ConfigMap.
+//!
+//! One task owns the rule engine (its memory of clients and its baseline change with every
+//! event), so events are evaluated in the order the apiserver sent them. Alerts are
+//! created by separate tasks, a bounded number at a time, so that a slow write never holds
+//! up the evaluation of the next batch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::TryFutureExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ReplicationController, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use riposte_crds::Alert;
+use riposte_detect::audit::{Event, Stage};
+use riposte_detect::{Baseline, ClusterView, Config, Engine, LearningPeriod, Workload};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{error, info, warn};
+
+use super::{AUDIT_SOURCE, SCAN_SOURCE, SOURCE_LABEL, alert_for};
+use crate::error::{Error, Result};
+use crate::metrics::{DetectionMetrics, ReasonLabels, TypeLabels};
+
+/// The ConfigMap, in the operator's namespace, that keeps the service-account baseline.
+pub const BASELINE_CONFIG_MAP: &str = "riposte-detection-baseline";
+const BASELINE_KEY: &str = "baseline.json";
+/// Alerts being created at once.
+const CONCURRENT_ALERT_WRITES: usize = 32;
+/// Attempts at creating one Alert before giving up on it (and counting the failure).
+const ALERT_WRITE_ATTEMPTS: u32 = 4;
+/// How long an exposure raised by this process is not raised again by a scan, whatever
+/// the state of its Alert: longer than an Alert takes to be written and listed.
+const RECENT_EXPOSURE: Duration = Duration::from_secs(120);
+/// How often the queue reports drops, at most.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the detection path is configured with.
+#[derive(Clone, Debug)]
+pub struct DetectionSettings {
+    pub config: Config,
+    /// How long a new baseline learns before operations outside it are reported.
+    pub learning: Duration,
+    /// How often the existing Services are scanned for exposures.
+    pub scan_interval: Duration,
+    /// The operator's namespace: home of cluster-scoped alerts and of the baseline.
+    pub namespace: String,
+    /// How often a changed baseline is saved (also when stopping).
+    pub baseline_save_interval: Duration,
+}
+
+/// Audit events received together, waiting for the rules.
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub received: Instant,
+}
+
+/// Whether the queue took a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    Accepted,
+    /// The queue was full: the batch was dropped, counted and reported.
+    Dropped,
+}
+
+/// The webhook's side of the queue, bounded in events (not batches: a batch can hold one
+/// event or hundreds).
+#[derive(Clone)]
+pub struct Queue {
+    sender: mpsc::UnboundedSender<Batch>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    metrics: DetectionMetrics,
+    drops: Arc<DropReport>,
+}
+
+/// The rules' side of the queue.
+pub struct Receiver {
+    receiver: mpsc::UnboundedReceiver<Batch>,
+    queued: Arc<AtomicUsize>,
+    metrics: DetectionMetrics,
+}
+
+struct DropReport {
+    since_report: AtomicU64,
+    last_report: Mutex<Option<Instant>>,
+}
+
+/// A queue holding at most `capacity` events.
+pub fn queue(capacity: usize, metrics: DetectionMetrics) -> (Queue, Receiver) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(DropReport { since_report: AtomicU64::new(0), last_report: Mutex::new(None) });
+    (
+        Queue { sender, queued: queued.clone(), capacity, metrics: metrics.clone(), drops },
+        Receiver { receiver, queued, metrics },
+    )
+}
+
+impl Queue {
+    /// Queues a batch if there is room for it; an empty queue takes any batch, so that a
+    /// batch larger than the capacity is not dropped forever.
+    pub fn offer(&self, events: Vec<Event>, received: Instant) -> Offer {
+        let count = events.len();
+        let capacity = self.capacity;
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued + count <= capacity).then_some(queued + count)
+            })
+            .is_ok();
+        if reserved && self.sender.send(Batch { events, received }).is_ok() {
+            self.metrics.events_received.inc_by(count as u64);
+            self.metrics.queued_events.set(self.queued.load(Ordering::Acquire) as i64);
+            return Offer::Accepted;
+        }
+        if reserved {
+            // The rules' task is gone (the process is stopping): give the room back.
+            self.queued.fetch_sub(count, Ordering::AcqRel);
+        }
+        self.metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).inc_by(count as u64);
+        self.report_drop(count as u64);
+        Offer::Dropped
+    }
+
+    /// Drops are logged, at most every [`DROP_REPORT_INTERVAL`], with how many there were.
+    fn report_drop(&self, count: u64) {
+        let since = self.drops.since_report.fetch_add(count, Ordering::AcqRel) + count;
+        let mut last = self.drops.last_report.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|at| at.elapsed() < DROP_REPORT_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.drops.since_report.fetch_sub(since, Ordering::AcqRel);
+        warn!(
+            dropped = since,
+            capacity = self.capacity,
+            "the detection queue is full: audit events were dropped without evaluation \
+             (riposte_audit_events_dropped_total counts them); the rules are not keeping up with the apiserver"
+        );
+    }
+}
+
+impl Receiver {
+    async fn recv(&mut self) -> Option<Batch> {
+        self.receiver.recv().await
+    }
+
+    /// Frees the room of a batch once its events are evaluated.
+    fn done(&self, count: usize) {
+        let left = self.queued.fetch_sub(count, Ordering::AcqRel) - count;
+        self.metrics.queued_events.set(left as i64);
+    }
+}
+
+/// Evaluates the queue's batches and raises Alerts until `stop` completes (or the queue
+/// closes). Scans the existing Services at start and every `scan_interval`, and saves the
+/// baseline when it changed, and once more when stopping. Returns the receiver, so that
+/// evaluation can resume where it stopped.
+pub async fn run(
+    client: Client,
+    settings: DetectionSettings,
+    mut receiver: Receiver,
+    metrics: DetectionMetrics,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Receiver> {
+    let store = BaselineStore { api: Api::namespaced(client.clone(), &settings.namespace) };
+    let learning = settings.learning;
+    let baseline = store.load(learning).await?;
+    info!(
+        accounts = baseline.accounts(),
+        operations = baseline.operations(),
+        learning_until = %baseline.learning().end,
+        "service-account baseline loaded"
+    );
+    let mut detector = Detector {
+        client: client.clone(),
+        engine: Engine::new(settings.config.clone(), baseline),
+        recent_exposures: BTreeMap::new(),
+        writer: AlertWriter {
+            client,
+            namespace: settings.namespace.clone(),
+            permits: Arc::new(Semaphore::new(CONCURRENT_ALERT_WRITES)),
+            metrics: metrics.clone(),
+        },
+        settings,
+        metrics,
+    };
+    let mut saved = serde_json::to_string(detector.engine.baseline()).unwrap_or_default();
+    let mut save = tokio::time::interval(detector.settings.baseline_save_interval);
+    let mut scan = tokio::time::interval(detector.settings.scan_interval);
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            batch = receiver.recv() => {
+                let Some(batch) = batch else { break };
+                let count = batch.events.len();
+                detector.evaluate(batch).await;
+                receiver.done(count);
+            }
+            _ = save.tick() => saved = detector.save_baseline(&store, saved).await,
+            _ = scan.tick() => detector.scan().await,
+        }
+    }
+    detector.save_baseline(&store, saved).await;
+    Ok(receiver)
+}
+
+struct Detector {
+    client: Client,
+    engine: Engine,
+    /// Exposures raised lately, by [`exposure_key`]: their Alerts may still be in flight
+    /// when the next scan lists the open ones.
+    recent_exposures: BTreeMap<String, Instant>,
+    writer: AlertWriter,
+    settings: DetectionSettings,
+    metrics: DetectionMetrics,
+}
+
+impl Detector {
+    async fn evaluate(&mut self, batch: Batch) {
+        let mut alerts = BTreeMap::new();
+        for event in &batch.events {
+            let cluster = match service_write_namespace(event) {
+                Some(namespace) => self.workloads_around(namespace).await,
+                None => Workloads::default(),
+            };
+            for finding in self.engine.evaluate(event, &cluster) {
+                self.metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
+                let detected_at = event
+                    .timestamp()
+                    .and_then(|t| Timestamp::from_microsecond(t.unix_micros()).ok())
+                    .unwrap_or_else(Timestamp::now);
+                let alert =
+                    alert_for(&finding, &event.audit_id, Time(detected_at), AUDIT_SOURCE, &self.settings.namespace);
+                // One request can match twice (the same pod through two rules is two types,
+                // but a retried batch repeats an audit ID): one Alert per name.
+                if let Some(key) = exposure_key(&alert) {
+                    self.recent_exposures.insert(key, Instant::now());
+                }
+                alerts.insert(alert.name_any(), alert);
+            }
+        }
+        self.metrics.events_evaluated.inc_by(batch.events.len() as u64);
+        for alert in alerts.into_values() {
+            self.writer.create(alert, batch.received).await;
+        }
+    }
+
+    /// The pods and workloads of `namespace` (and of Kubeflow's namespace, which one
+    /// exposure rule asks about), for the exposure rules.
+    async fn workloads_around(&self, namespace: &str) -> Workloads {
+        let mut workloads = Workloads::default();
+        let kubeflow = &self.engine.config().exposure.kubeflow_namespace;
+        for ns in [namespace, kubeflow.as_str()] {
+            if workloads.0.contains_key(ns) {
+                continue;
+            }
+            match list_workloads(&self.client, ns).await {
+                Ok(found) => {
+                    workloads.0.insert(ns.to_owned(), found);
+                }
+                Err(e) => warn!(
+                    namespace = ns,
+                    "cannot list the workloads a Service may expose; its exposure is checked at the next scan: {e}"
+                ),
+            }
+        }
+        workloads
+    }
+
+    /// The configuration scan: every Service reachable from outside the cluster, checked
+    /// against the workloads it selects. An exposure that already has an open Alert is not
+    /// raised again; the name of a scan's Alert derives from the Service's version, so
+    /// rescans of an unchanged Service (from any replica) name the same Alert.
+    async fn scan(&mut self) {
+        let started = Instant::now();
+        let services = match Api::<Service>::all(self.client.clone()).list(&ListParams::default()).await {
+            Ok(services) => services.items,
+            Err(e) => {
+                warn!("configuration scan: cannot list Services, trying again at the next scan: {e}");
+                return;
+            }
+        };
+        let mut by_namespace: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+        for service in services.into_iter().filter(reachable_from_outside) {
+            by_namespace.entry(service.namespace().unwrap_or_default()).or_default().push(service);
+        }
+        self.recent_exposures.retain(|_, at| at.elapsed() < RECENT_EXPOSURE);
+        let mut raised = 0;
+        for (namespace, services) in by_namespace {
+            let cluster = self.workloads_around(&namespace).await;
+            let open = match open_alerts(&self.client, &namespace).await {
+                Ok(open) => open,
+                Err(e) => {
+                    warn!(%namespace, "configuration scan: cannot list the open Alerts, skipping the namespace: {e}");
+                    continue;
+                }
+            };
+            for service in services {
+                let parsed = serde_json::to_string(&service)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()));
+                let parsed = match parsed {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        warn!(%namespace, service = service.name_any(), "configuration scan: {e}");
+                        continue;
+                    }
+                };
+                let version = format!(
+                    "scan/{}/{}",
+                    service.metadata.uid.as_deref().unwrap_or_default(),
+                    service.resource_version().unwrap_or_default()
+                );
+                for finding in self.engine.scan_service(&parsed, &cluster) {
+                    let alert =
+                        alert_for(&finding, &version, Time(Timestamp::now()), SCAN_SOURCE, &self.settings.namespace);
+                    let key = exposure_key(&alert).unwrap_or_default();
+                    if self.recent_exposures.contains_key(&key)
+                        || open.iter().any(|o| exposure_key(o) == Some(key.clone()))
+                    {
+                        continue;
+                    }
+                    self.recent_exposures.insert(key, Instant::now());
+                    self.metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
+                    raised += 1;
+                    self.writer.create(alert, started).await;
+                }
+            }
+        }
+        info!(raised, elapsed_ms = started.elapsed().as_millis() as u64, "configuration scan done");
+    }
+
+    /// Saves the baseline when it changed since `saved`; returns what is now saved.
+    async fn save_baseline(&self, store: &BaselineStore, saved: String) -> String {
+        let current = match serde_json::to_string(self.engine.baseline()) {
+            Ok(current) => current,
+            Err(e) => {
+                error!("cannot serialise the baseline: {e}");
+                return saved;
+            }
+        };
+        if current == saved {
+            return saved;
+        }
+        match store.save(self.engine.baseline()).await {
+            Ok(()) => current,
+            Err(e) => {
+                warn!("cannot save the service-account baseline, trying again later: {e}");
+                saved
+            }
+        }
+    }
+}
+
+/// The namespace of a Service written by `event`, whose exposure the rules will check.
+fn service_write_namespace(event: &Event) -> Option<&str> {
+    let object = event.object_ref.as_ref()?;
+    (event.stage == Stage::ResponseComplete
+        && object.api_group.is_empty()
+        && object.resource == "services"
+        && object.subresource.is_empty()
+        && matches!(&*event.verb, "create" | "update" | "patch"))
+    .then_some(object.namespace.as_str())
+}
+
+/// A cheap first cut before the rules: only these Services can expose anything.
+fn reachable_from_outside(service: &Service) -> bool {
+    service.spec.as_ref().is_some_and(|spec| {
+        matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort"))
+            || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty())
+    })
+}
+
+/// What identifies an exposure, whoever wrote the Service: the alert type and where it is.
+/// None for the other alert types.
+fn exposure_key(alert: &Alert) -> Option<String> {
+    let alert_type = &alert.spec.alert_type.0;
+    if !alert_type.starts_with("K8S_Exposed") {
+        return None;
+    }
+    let e = &alert.spec.entities;
+    let field = |f: &Option<String>| f.clone().unwrap_or_default();
+    Some(
+        [
+            alert_type.clone(),
+            field(&e.namespace),
+            field(&e.workload_kind),
+            field(&e.workload_name),
+            field(&e.pod),
+            field(&e.container),
+        ]
+        .join("/"),
+    )
+}
+
+async fn open_alerts(client: &Client, namespace: &str) -> Result<Vec<Alert>> {
+    let selector = format!("{SOURCE_LABEL} in ({AUDIT_SOURCE},{SCAN_SOURCE})");
+    let alerts =
+        Api::<Alert>::namespaced(client.clone(), namespace).list(&ListParams::default().labels(&selector)).await?;
+    Ok(alerts.items.into_iter().filter(|a| a.spec.state.is_open()).collect())
+}
+
+/// The pods and workloads of some namespaces.
+#[derive(Default)]
+struct Workloads(BTreeMap<String, Vec<Workload>>);
+
+impl ClusterView for Workloads {
+    fn workloads(&self, namespace: &str) -> Vec<&Workload> {
+        self.0.get(namespace).map(|w| w.iter().collect()).unwrap_or_default()
+    }
+}
+
+async fn list_workloads(client: &Client, namespace: &str) -> Result<Vec<Workload>> {
+    let (pods, deployments, daemon_sets, stateful_sets, replica_sets, controllers, jobs, cron_jobs) = tokio::try_join!(
+        list_as_workloads::<Pod>(client, namespace),
+        list_as_workloads::<Deployment>(client, namespace),
+        list_as_workloads::<DaemonSet>(client, namespace),
+        list_as_workloads::<StatefulSet>(client, namespace),
+        list_as_workloads::<ReplicaSet>(client, namespace),
+        list_as_workloads::<ReplicationController>(client, namespace),
+        list_as_workloads::<Job>(client, namespace),
+        list_as_workloads::<CronJob>(client, namespace),
+    )?;
+    Ok([pods, deployments, daemon_sets, stateful_sets, replica_sets, controllers, jobs, cron_jobs].concat())
+}
+
+async fn list_as_workloads<K>(client: &Client, namespace: &str) -> Result<Vec<Workload>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let list = Api::<K>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|object| {
+            // The typed objects serialise with their kind, which Workload reads.
+            let mut value = serde_json::to_value(object).ok()?;
+            value["kind"] = serde_json::Value::String(<K as k8s_openapi::Resource>::KIND.to_owned());
+            serde_json::from_value(value).ok()
+        })
+        .collect())
+}
+
+/// Creates Alerts in the background, a bounded number at a time.
+#[derive(Clone)]
+struct AlertWriter {
+    client: Client,
+    namespace: String,
+    permits: Arc<Semaphore>,
+    metrics: DetectionMetrics,
+}
+
+impl AlertWriter {
+    /// Starts creating `alert`; waits only for a free slot.
+    async fn create(&self, alert: Alert, received: Instant) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match writer.create_with_retries(alert).await {
+                Ok(()) => {
+                    writer.metrics.alerts_created.inc();
+                    writer.metrics.detection_seconds.observe(received.elapsed().as_secs_f64());
+                }
+                Err(e) => {
+                    writer.metrics.alert_write_failures.inc();
+                    error!("an audit detection was lost: {e}");
+                }
+            }
+        });
+    }
+
+    async fn create_with_retries(&self, mut alert: Alert) -> Result<()> {
+        let name = alert.name_any();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let namespace = alert.namespace().unwrap_or_else(|| self.namespace.clone());
+            let api = Api::<Alert>::namespaced(self.client.clone(), &namespace);
+            match api.create(&PostParams::default(), &alert).map_err(Error::Kube).await {
+                Ok(_) => return Ok(()),
+                // The same sighting, already raised (a retried batch, or another replica).
+                Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 && e.reason == "AlreadyExists" => return Ok(()),
+                // The namespace is gone or going (the detection may be its deletion):
+                // keep the alert in the operator's namespace.
+                Err(Error::Kube(kube::Error::Api(e)))
+                    if namespace != self.namespace
+                        && (e.code == 404 || (e.code == 403 && e.message.contains("being terminated"))) =>
+                {
+                    alert.metadata.namespace = Some(self.namespace.clone());
+                }
+                Err(Error::Kube(kube::Error::Api(e))) if e.code == 400 || e.code == 422 => {
+                    return Err(Error::Detection(format!("Alert {namespace}/{name} was refused: {}", e.message)));
+                }
+                Err(e) if attempt >= ALERT_WRITE_ATTEMPTS => {
+                    return Err(Error::Detection(format!(
+                        "cannot create Alert {namespace}/{name} after {attempt} attempts: {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(crate::error::backoff(attempt) / 4).await,
+            }
+        }
+    }
+}
+
+/// The service-account baseline, in a ConfigMap of the operator's namespace. Every
+/// replica merges what it learned into what is stored.
+struct BaselineStore {
+    api: Api<ConfigMap>,
+}
+
+impl BaselineStore {
+    /// The stored baseline, or a new one learning from now for `learning`. A stored
+    /// baseline that cannot be read is copied aside (nothing is lost) and replaced.
+    async fn load(&self, learning: Duration) -> Result<Baseline> {
+        let fresh = || {
+            let start = riposte_detect::audit::Timestamp::from_unix_micros(Timestamp::now().as_microsecond());
+            Baseline::new(LearningPeriod { start, end: start.add_seconds(learning.as_secs() as i64) })
+        };
+        let Some(stored) = self.api.get_opt(BASELINE_CONFIG_MAP).await? else {
+            return Ok(fresh());
+        };
+        let data = stored.data.as_ref().and_then(|d| d.get(BASELINE_KEY)).cloned().unwrap_or_default();
+        match serde_json::from_str::<Baseline>(&data) {
+            Ok(baseline) => Ok(baseline),
+            Err(e) => {
+                let aside = format!("{BASELINE_CONFIG_MAP}-unreadable-{}", Timestamp::now().as_second());
+                let copy = ConfigMap {
+                    metadata: ObjectMeta { name: Some(aside.clone()), ..ObjectMeta::default() },
+                    data: stored.data.clone(),
+                    ..ConfigMap::default()
+                };
+                self.api.create(&PostParams::default(), &copy).await?;
+                error!(
+                    copy = aside,
+                    "the stored service-account baseline cannot be read ({e}); it was copied aside and learning starts again"
+                );
+                Ok(fresh())
+            }
+        }
+    }
+
+    /// Merges `baseline` into the stored one and writes the result, checking the version
+    /// read so that two replicas never overwrite each other's learning.
+    async fn save(&self, baseline: &Baseline) -> Result<()> {
+        for _ in 0..3 {
+            let stored = self.api.get_opt(BASELINE_CONFIG_MAP).await?;
+            let mut merged = baseline.clone();
+            if let Some(theirs) = stored
+                .as_ref()
+                .and_then(|s| s.data.as_ref()?.get(BASELINE_KEY))
+                .and_then(|data| serde_json::from_str::<Baseline>(data).ok())
+            {
+                merged.merge(&theirs);
+            }
+            let data = serde_json::to_string(&merged).map_err(|e| Error::Detection(e.to_string()))?;
+            let written = match stored {
+                Some(mut stored) => {
+                    stored.data = Some([(BASELINE_KEY.to_owned(), data)].into());
+                    self.api.replace(BASELINE_CONFIG_MAP, &PostParams::default(), &stored).await.map(drop)
+                }
+                None => {
+                    let created = ConfigMap {
+                        metadata: ObjectMeta { name: Some(BASELINE_CONFIG_MAP.to_owned()), ..ObjectMeta::default() },
+                        data: Some([(BASELINE_KEY.to_owned(), data)].into()),
+                        ..ConfigMap::default()
+                    };
+                    self.api.create(&PostParams::default(), &created).await.map(drop)
+                }
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!("ConfigMap {BASELINE_CONFIG_MAP}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn events(count: usize) -> Vec<Event> {
+        let event = r#"{"level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api","verb":"get","user":{"username":"u"}}"#;
+        (0..count).map(|_| riposte_detect::audit::parse_event(event.as_bytes()).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_and_makes_room_again() {
+        let metrics = DetectionMetrics::register(&mut Registry::default());
+        let (queue, mut receiver) = queue(10, metrics.clone());
+        assert_eq!(queue.offer(events(6), Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(4), Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(1), Instant::now()), Offer::Dropped);
+        assert_eq!(metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).get(), 1);
+        assert_eq!(metrics.events_received.get(), 10);
+        assert_eq!(metrics.queued_events.get(), 10);
+        let first = receiver.recv().await.unwrap();
+        receiver.done(first.events.len());
+        assert_eq!(metrics.queued_events.get(), 4);
+        assert_eq!(queue.offer(events(5), Instant::now()), Offer::Accepted);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_batch_gets_through_an_empty_queue() {
+        let metrics = DetectionMetrics::register(&mut Registry::default());
+        let (queue, _receiver) = queue(10, metrics);
+        assert_eq!(queue.offer(events(50), Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(1), Instant::now()), Offer::Dropped);
+    }
+
+    #[test]
+    fn only_service_writes_fetch_workloads() {
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "level": "Metadata", "auditID": "a", "stage": "ResponseComplete", "verb": "create", "requestURI": "/api/v1/namespaces/shop/services",
+            "user": {"username": "u"}, "objectRef": {"resource": "services", "namespace": "shop", "apiVersion": "v1"},
+        }))
+        .unwrap();
+        assert_eq!(service_write_namespace(&event), Some("shop"));
+        event.verb = "get".into();
+        assert_eq!(service_write_namespace(&event), None);
+        event.verb = "patch".into();
+        event.object_ref.as_mut().unwrap().subresource = "status".into();
+        assert_eq!(service_write_namespace(&event), None, "a load balancer's status is not an exposure change");
+    }
+}

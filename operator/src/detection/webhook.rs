@@ -1,0 +1,290 @@
+//! The audit webhook: the HTTPS endpoint that kube-apiserver's webhook audit backend
+//! (`--audit-webhook-config-file`) posts `audit.k8s.io/v1` EventList batches to. It also
+//! takes single Events and JSON lines, from log shippers.
+//!
+//! It must never hold the apiserver up: a batch is parsed, handed to the detection queue
+//! and answered at once; when the queue is full the batch is dropped, counted and logged,
+//! and still answered (an error would make the apiserver retry into the same full queue).
+//! Clients authenticate with a certificate signed by the configured CA (the apiserver's
+//! client certificate) or a bearer token; anyone else gets 401 before the body is read.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use super::pipeline::{Offer, Queue};
+use crate::error::{Error, Result};
+use crate::metrics::{CodeLabels, DetectionMetrics};
+
+/// The path the apiserver's webhook kubeconfig points at.
+pub const PATH: &str = "/audit";
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the webhook is served and whom it accepts.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    pub addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Clients presenting a certificate signed by this CA are accepted.
+    pub client_ca: Option<PathBuf>,
+    /// Clients sending `Authorization: Bearer <token>` with this token are accepted.
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl WebhookSettings {
+    /// Reads the token file: its content, whitespace trimmed.
+    pub fn read_token(path: &Path) -> Result<String> {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| Error::Webhook(format!("cannot read the token file {}: {e}", path.display())))?;
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err(Error::Webhook(format!("the token file {} is empty", path.display())));
+        }
+        Ok(token)
+    }
+}
+
+/// The webhook's listener, bound and with its TLS configuration loaded, not yet serving.
+pub struct Webhook {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    token: Option<Arc<str>>,
+    max_body_bytes: usize,
+}
+
+/// Who is on the other end of a connection, as its TLS handshake established.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    /// A client certificate was presented and verified against the client CA.
+    certified: bool,
+}
+
+#[derive(Clone)]
+struct Shared {
+    queue: Queue,
+    token: Option<Arc<str>>,
+    metrics: DetectionMetrics,
+}
+
+impl Webhook {
+    /// Loads the certificates and binds the address. Fails with a message naming the file
+    /// or the setting at fault.
+    pub async fn bind(settings: &WebhookSettings) -> Result<Webhook> {
+        if settings.client_ca.is_none() && settings.token.is_none() {
+            return Err(Error::Webhook(
+                "the audit webhook needs a way to authenticate the apiserver: a client CA (--audit-webhook-client-ca) \
+                 or a bearer token (--audit-webhook-token-file)"
+                    .into(),
+            ));
+        }
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(settings)?));
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|e| Error::Webhook(format!("cannot listen on {}: {e}", settings.addr)))?;
+        Ok(Webhook {
+            listener,
+            acceptor,
+            token: settings.token.as_deref().map(Arc::from),
+            max_body_bytes: settings.max_body_bytes,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(|e| Error::Webhook(format!("the listener has no address: {e}")))
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self, queue: Queue, metrics: DetectionMetrics) -> Result<()> {
+        let addr = self.local_addr()?;
+        info!(%addr, path = PATH, "serving the audit webhook over HTTPS");
+        let shared = Shared { queue, token: self.token, metrics };
+        let app = router(shared, self.max_body_bytes);
+        loop {
+            let (tcp, remote) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    warn!("audit webhook: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = self.acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(%remote, "audit webhook: TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%remote, "audit webhook: TLS handshake timed out");
+                        return;
+                    }
+                };
+                let peer = Peer { certified: tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) };
+                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(peer);
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                });
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    debug!(%remote, "audit webhook: connection ended with an error: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn router(shared: Shared, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(PATH, post(receive))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .layer(middleware::map_response_with_state(shared.clone(), count_response))
+        .with_state(shared)
+}
+
+fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.tls_cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| Error::Webhook(format!("cannot read the certificate {}: {e}", settings.tls_cert.display())))?;
+    if certificates.is_empty() {
+        return Err(Error::Webhook(format!("{} holds no PEM certificate", settings.tls_cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&settings.tls_key)
+        .map_err(|e| Error::Webhook(format!("cannot read the private key {}: {e}", settings.tls_key.display())))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Webhook(format!("TLS: {e}")))?;
+    let builder = match &settings.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| Error::Webhook(format!("cannot read the client CA {}: {e}", ca.display())))?
+            {
+                let certificate = certificate
+                    .map_err(|e| Error::Webhook(format!("cannot read the client CA {}: {e}", ca.display())))?;
+                roots
+                    .add(certificate)
+                    .map_err(|e| Error::Webhook(format!("the client CA {} is not usable: {e}", ca.display())))?;
+            }
+            // A client without a certificate may still present a bearer token; one with a
+            // certificate that does not verify fails the handshake.
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| Error::Webhook(format!("the client CA {} is not usable: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certificates, key).map_err(|e| {
+        Error::Webhook(format!(
+            "the key {} does not suit the certificate {}: {e}",
+            settings.tls_key.display(),
+            settings.tls_cert.display()
+        ))
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Lets through a verified client certificate or the bearer token; anything else is 401,
+/// before the body is read.
+async fn authenticate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let certified = request.extensions().get::<Peer>().is_some_and(|peer| peer.certified);
+    let token_matches = match (&shared.token, bearer(request.headers())) {
+        (Some(expected), Some(presented)) => constant_time_eq(expected.as_bytes(), presented.as_bytes()),
+        _ => false,
+    };
+    if certified || token_matches {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "present a client certificate signed by the configured CA, or the bearer token\n",
+    )
+        .into_response()
+}
+
+async fn count_response(State(shared): State<Shared>, response: Response) -> Response {
+    shared.metrics.requests.get_or_create(&CodeLabels { code: response.status().as_u16().to_string() }).inc();
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares without revealing, through timing, how much of the token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn receive(State(shared): State<Shared>, body: Bytes) -> Response {
+    let received = Instant::now();
+    let events = match riposte_detect::audit::parse_body(&body) {
+        Ok(events) => events,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let count = events.len();
+    match shared.queue.offer(events, received) {
+        Offer::Accepted => (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": count }))).into_response(),
+        Offer::Dropped => {
+            (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": 0, "dropped": count }))).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret ".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("s3cret"));
+        headers.insert(header::AUTHORIZATION, "Basic czNjcmV0".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}
