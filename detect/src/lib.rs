@@ -29,6 +29,19 @@ pub use engine::Engine;
 pub use objects::{ClusterView, Service, Workload};
 pub use rules::{Entities, Finding};
 
+/// Whether a Service write made the Service reachable from outside the cluster, so that its
+/// exposure is worth checking against the workloads it selects.
+pub fn service_write_may_expose(event: &audit::Event, config: &Config) -> bool {
+    rules::exposure::service_write_may_expose(event, config)
+}
+
+/// The exposure findings (K8S_Exposed*) of a Service write against `cluster`: what
+/// [`Engine::evaluate`] finds for that write given the same view, for a caller that fetches
+/// the view after evaluating the event, off its event path.
+pub fn service_write_exposures(event: &audit::Event, cluster: &dyn ClusterView, config: &Config) -> Vec<Finding> {
+    rules::exposure::service_write(event, cluster, config)
+}
+
 /// What failed while reading audit input or cluster objects.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

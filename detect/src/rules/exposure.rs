@@ -95,6 +95,16 @@ pub(crate) fn service_write(event: &Event, cluster: &dyn ClusterView, config: &C
     findings
 }
 
+/// Whether a write made a Service reachable from outside the cluster: only then can it
+/// expose anything, and only then is the cluster view worth fetching.
+pub(crate) fn service_write_may_expose(event: &Event, config: &Config) -> bool {
+    matches!(&*event.verb, "create" | "update" | "patch")
+        && took_effect(event)
+        && written_object(event)
+            .and_then(|o| Service::from_json(o).ok())
+            .is_some_and(|service| reachable_from_outside(&service, &config.exposure).is_some())
+}
+
 /// How the Service can be reached from outside, or `None` if it cannot.
 fn reachable_from_outside(service: &Service, exposure: &ExposureConfig) -> Option<String> {
     let spec = &service.spec;

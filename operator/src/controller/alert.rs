@@ -106,16 +106,19 @@ async fn sync(alert: &Alert, ctx: &Context, namespace: &str) -> Result<Action> {
         s
     })
     .await?;
-    if let Some(verdicts) = &fresh {
-        for (policy, verdict) in verdicts {
-            let labels = DecisionLabels { policy: policy.clone(), decision: verdict.decision.as_str().into() };
-            ctx.metrics.policy_decisions.get_or_create(&labels).inc();
-            let kind = if verdict.actions.is_empty() { EventType::Warning } else { EventType::Normal };
-            let note = format!("ResponsePolicy {policy}: {}", verdict.message);
-            ctx.publish(&updated, kind, verdict.decision.as_str(), "Respond", note).await;
-        }
+    // The actions first: the Events that announce the decisions can wait a round trip.
+    // The decisions are recorded: their Events are published once, whatever happens to
+    // the actions (whose creation is retried from the record).
+    let verdicts = fresh.unwrap_or_default();
+    let created = create_policy_actions(ctx, &updated, &verdicts, namespace).await;
+    for (policy, verdict) in &verdicts {
+        let labels = DecisionLabels { policy: policy.clone(), decision: verdict.decision.as_str().into() };
+        ctx.metrics.policy_decisions.get_or_create(&labels).inc();
+        let kind = if verdict.actions.is_empty() { EventType::Warning } else { EventType::Normal };
+        let note = format!("ResponsePolicy {policy}: {}", verdict.message);
+        ctx.publish(&updated, kind, verdict.decision.as_str(), "Respond", note).await;
     }
-    create_policy_actions(ctx, &updated, fresh.unwrap_or_default(), namespace).await?;
+    created?;
     Ok(Action::await_change())
 }
 
@@ -232,7 +235,7 @@ async fn automation_paused(ctx: &Context) -> Result<bool> {
 async fn create_policy_actions(
     ctx: &Context,
     alert: &Alert,
-    fresh: Vec<(String, Verdict)>,
+    fresh: &[(String, Verdict)],
     namespace: &str,
 ) -> Result<()> {
     let status = alert.status.clone().unwrap_or_default();

@@ -14,6 +14,7 @@ pub mod webhook;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use riposte_crds::{Alert, AlertSpec, Entities, Evidence, catalog};
 use riposte_detect::Finding;
+use riposte_detect::audit::{Event, Stage};
 
 /// `spec.source` of the Alerts raised from audit events and from the configuration scan.
 pub const AUDIT_SOURCE: &str = "riposte-audit";
@@ -72,6 +73,30 @@ pub fn entities(finding: &Finding) -> Entities {
         workload_name: e.workload_name.clone(),
         user: e.user.clone(),
     }
+}
+
+/// What identifies an exposure, whoever wrote the Service and whichever scan saw it: the
+/// alert type and where it is (namespace, workload kind and name, pod, container).
+pub type ExposureKey = (String, [Option<String>; 5]);
+
+pub fn exposure_key(alert: &Alert) -> ExposureKey {
+    let e = &alert.spec.entities;
+    (
+        alert.spec.alert_type.0.clone(),
+        [e.namespace.clone(), e.workload_kind.clone(), e.workload_name.clone(), e.pod.clone(), e.container.clone()],
+    )
+}
+
+/// The namespace of a Service that `event` wrote, whose exposure the rules check against
+/// the workloads of that namespace.
+pub fn service_write_namespace(event: &Event) -> Option<&str> {
+    let object = event.object_ref.as_ref()?;
+    (event.stage == Stage::ResponseComplete
+        && object.api_group.is_empty()
+        && object.resource == "services"
+        && object.subresource.is_empty()
+        && matches!(&*event.verb, "create" | "update" | "patch"))
+    .then_some(object.namespace.as_str())
 }
 
 /// `k8s-privilegedcontainer-<12 hex digits>`: readable, and the same for the same
@@ -208,6 +233,21 @@ mod tests {
         let alert = alert_for(&finding, "a9", now(), AUDIT_SOURCE, "riposte-system");
         assert_eq!(alert.metadata.namespace.as_deref(), Some("riposte-system"));
         assert_eq!(alert.spec.severity, Severity::Informational, "as the catalog rates it");
+    }
+
+    #[test]
+    fn only_service_writes_fetch_workloads() {
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "level": "Metadata", "auditID": "a", "stage": "ResponseComplete", "verb": "create", "requestURI": "/api/v1/namespaces/shop/services",
+            "user": {"username": "u"}, "objectRef": {"resource": "services", "namespace": "shop", "apiVersion": "v1"},
+        }))
+        .unwrap();
+        assert_eq!(service_write_namespace(&event), Some("shop"));
+        event.verb = "get".into();
+        assert_eq!(service_write_namespace(&event), None);
+        event.verb = "patch".into();
+        event.object_ref.as_mut().unwrap().subresource = "status".into();
+        assert_eq!(service_write_namespace(&event), None, "a load balancer's status is not an exposure change");
     }
 
     #[test]

@@ -32,16 +32,15 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use riposte_crds::Alert;
-use riposte_detect::audit::{self, Event, JsonLines, Stage};
+use riposte_detect::audit::{self, Event, JsonLines};
 use riposte_detect::{Baseline, Config, Engine, LearningPeriod, Service, Workload};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{AUDIT_SOURCE, SCAN_SOURCE, alert_for};
+use super::pipeline::BASELINE_KEY;
+use super::{AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, alert_for, exposure_key, service_write_namespace};
 use crate::error::{Error, Result};
 
-/// The key of the baseline in the operator's ConfigMap (`riposte-detection-baseline`).
-const BASELINE_KEY: &str = "baseline.json";
 /// How often the progress line is redrawn, at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// Reads from a file at a time.
@@ -92,10 +91,6 @@ pub struct ClusterService {
     pub occurrence: String,
 }
 
-/// An exposure raised already: type, namespace, workload kind and name, pod, container (the
-/// operator's `same_exposure`).
-type ExposureKey = (String, [Option<String>; 5]);
-
 /// The engine, its cluster view and what it raised so far.
 pub struct Offline {
     config: Config,
@@ -128,7 +123,7 @@ impl Offline {
 
     /// The new Alerts of one event: those not raised before (by name).
     pub fn feed(&mut self, event: &Event) -> Vec<Alert> {
-        if is_service_write(event) {
+        if service_write_namespace(event).is_some() {
             self.service_writes += 1;
         }
         if self.engine.is_none() {
@@ -312,23 +307,6 @@ impl Offline {
 fn scratch_engine(config: &Config) -> Engine {
     let epoch = riposte_detect::audit::Timestamp::from_unix_micros(0);
     Engine::new(config.clone(), Baseline::new(LearningPeriod { start: epoch, end: epoch }))
-}
-
-fn exposure_key(alert: &Alert) -> ExposureKey {
-    let e = &alert.spec.entities;
-    (
-        alert.spec.alert_type.0.clone(),
-        [e.namespace.clone(), e.workload_kind.clone(), e.workload_name.clone(), e.pod.clone(), e.container.clone()],
-    )
-}
-
-fn is_service_write(event: &Event) -> bool {
-    event.stage == Stage::ResponseComplete
-        && event
-            .object_ref
-            .as_ref()
-            .is_some_and(|o| o.api_group.is_empty() && o.resource == "services" && o.subresource.is_empty())
-        && matches!(&*event.verb, "create" | "update" | "patch")
 }
 
 /// A first line that starts a JSON document spread over lines (an indented EventList or

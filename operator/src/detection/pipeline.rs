@@ -20,21 +20,24 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use riposte_crds::Alert;
-use riposte_detect::audit::{Event, Stage};
+use riposte_detect::audit::Event;
 use riposte_detect::{Baseline, ClusterView, Config, Engine, LearningPeriod, Workload};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
-use super::{AUDIT_SOURCE, SCAN_SOURCE, SOURCE_LABEL, alert_for};
+use super::{AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, exposure_key, service_write_namespace};
 use crate::error::{Error, Result};
 use crate::metrics::{DetectionMetrics, ReasonLabels, TypeLabels};
 
 /// The ConfigMap, in the operator's namespace, that keeps the service-account baseline.
 pub const BASELINE_CONFIG_MAP: &str = "riposte-detection-baseline";
-const BASELINE_KEY: &str = "baseline.json";
+/// The key of the baseline (JSON) in that ConfigMap.
+pub const BASELINE_KEY: &str = "baseline.json";
 /// Alerts being created at once.
 const CONCURRENT_ALERT_WRITES: usize = 32;
+/// Service exposures being checked at once.
+const CONCURRENT_EXPOSURE_CHECKS: usize = 4;
 /// Attempts at creating one Alert before giving up on it (and counting the failure).
 const ALERT_WRITE_ATTEMPTS: u32 = 4;
 /// How long an exposure raised by this process is not raised again by a scan, whatever
@@ -134,7 +137,7 @@ impl Queue {
     /// Drops are logged, at most every [`DROP_REPORT_INTERVAL`], with how many there were.
     fn report_drop(&self, count: u64) {
         let since = self.drops.since_report.fetch_add(count, Ordering::AcqRel) + count;
-        let mut last = self.drops.last_report.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = lock(&self.drops.last_report);
         if last.is_some_and(|at| at.elapsed() < DROP_REPORT_INTERVAL) {
             return;
         }
@@ -184,7 +187,9 @@ pub async fn run(
     let mut detector = Detector {
         client: client.clone(),
         engine: Engine::new(settings.config.clone(), baseline),
-        recent_exposures: BTreeMap::new(),
+        config: Arc::new(settings.config.clone()),
+        recent_exposures: Arc::default(),
+        exposure_permits: Arc::new(Semaphore::new(CONCURRENT_EXPOSURE_CHECKS)),
         writer: AlertWriter {
             client,
             namespace: settings.namespace.clone(),
@@ -220,9 +225,13 @@ pub async fn run(
 struct Detector {
     client: Client,
     engine: Engine,
+    /// The engine's configuration, for the exposure checks that run beside it.
+    config: Arc<Config>,
     /// Exposures raised lately, by [`exposure_key`]: their Alerts may still be in flight
     /// when the next scan lists the open ones.
-    recent_exposures: BTreeMap<String, Instant>,
+    recent_exposures: Arc<Mutex<BTreeMap<ExposureKey, Instant>>>,
+    /// Exposure checks running at once (each lists the workloads of a namespace).
+    exposure_permits: Arc<Semaphore>,
     writer: AlertWriter,
     settings: DetectionSettings,
     metrics: DetectionMetrics,
@@ -231,25 +240,21 @@ struct Detector {
 impl Detector {
     async fn evaluate(&mut self, batch: Batch) {
         let mut alerts = BTreeMap::new();
+        let no_workloads = Workloads::default();
         for event in &batch.events {
-            let cluster = match service_write_namespace(event) {
-                Some(namespace) => self.workloads_around(namespace).await,
-                None => Workloads::default(),
-            };
-            for finding in self.engine.evaluate(event, &cluster) {
+            // Every rule but the exposures runs here, on the event path; a Service write's
+            // exposure needs the workloads of its namespace, listed off the path.
+            for finding in self.engine.evaluate(event, &no_workloads) {
                 self.metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
-                let detected_at = event
-                    .timestamp()
-                    .and_then(|t| Timestamp::from_microsecond(t.unix_micros()).ok())
-                    .unwrap_or_else(Timestamp::now);
                 let alert =
-                    alert_for(&finding, &event.audit_id, Time(detected_at), AUDIT_SOURCE, &self.settings.namespace);
-                // One request can match twice (the same pod through two rules is two types,
-                // but a retried batch repeats an audit ID): one Alert per name.
-                if let Some(key) = exposure_key(&alert) {
-                    self.recent_exposures.insert(key, Instant::now());
-                }
+                    alert_for(&finding, &event.audit_id, detected_at(event), AUDIT_SOURCE, &self.settings.namespace);
+                // A retried batch repeats an audit ID: one Alert per name.
                 alerts.insert(alert.name_any(), alert);
+            }
+            if service_write_namespace(event).is_some()
+                && riposte_detect::service_write_may_expose(event, self.engine.config())
+            {
+                self.check_exposure(event.clone(), batch.received);
             }
         }
         self.metrics.events_evaluated.inc_by(batch.events.len() as u64);
@@ -258,26 +263,29 @@ impl Detector {
         }
     }
 
-    /// The pods and workloads of `namespace` (and of Kubeflow's namespace, which one
-    /// exposure rule asks about), for the exposure rules.
-    async fn workloads_around(&self, namespace: &str) -> Workloads {
-        let mut workloads = Workloads::default();
-        let kubeflow = &self.engine.config().exposure.kubeflow_namespace;
-        for ns in [namespace, kubeflow.as_str()] {
-            if workloads.0.contains_key(ns) {
-                continue;
+    /// Checks what a Service made reachable from outside exposes, in the background: lists
+    /// the workloads of its namespace, then runs the exposure rules.
+    fn check_exposure(&self, event: Event, received: Instant) {
+        let client = self.client.clone();
+        let config = Arc::clone(&self.config);
+        let recent = Arc::clone(&self.recent_exposures);
+        let permits = Arc::clone(&self.exposure_permits);
+        let writer = self.writer.clone();
+        let metrics = self.metrics.clone();
+        let home = self.settings.namespace.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let namespace = service_write_namespace(&event).unwrap_or_default();
+            let cluster = workloads_around(&client, namespace, &config.exposure.kubeflow_namespace).await;
+            for finding in riposte_detect::service_write_exposures(&event, &cluster, &config) {
+                metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
+                let alert = alert_for(&finding, &event.audit_id, detected_at(&event), AUDIT_SOURCE, &home);
+                lock(&recent).insert(exposure_key(&alert), Instant::now());
+                writer.create(alert, received).await;
             }
-            match list_workloads(&self.client, ns).await {
-                Ok(found) => {
-                    workloads.0.insert(ns.to_owned(), found);
-                }
-                Err(e) => warn!(
-                    namespace = ns,
-                    "cannot list the workloads a Service may expose; its exposure is checked at the next scan: {e}"
-                ),
-            }
-        }
-        workloads
+        });
     }
 
     /// The configuration scan: every Service reachable from outside the cluster, checked
@@ -297,10 +305,10 @@ impl Detector {
         for service in services.into_iter().filter(reachable_from_outside) {
             by_namespace.entry(service.namespace().unwrap_or_default()).or_default().push(service);
         }
-        self.recent_exposures.retain(|_, at| at.elapsed() < RECENT_EXPOSURE);
+        lock(&self.recent_exposures).retain(|_, at| at.elapsed() < RECENT_EXPOSURE);
         let mut raised = 0;
         for (namespace, services) in by_namespace {
-            let cluster = self.workloads_around(&namespace).await;
+            let cluster = workloads_around(&self.client, &namespace, &self.config.exposure.kubeflow_namespace).await;
             let open = match open_alerts(&self.client, &namespace).await {
                 Ok(open) => open,
                 Err(e) => {
@@ -327,13 +335,18 @@ impl Detector {
                 for finding in self.engine.scan_service(&parsed, &cluster) {
                     let alert =
                         alert_for(&finding, &version, Time(Timestamp::now()), SCAN_SOURCE, &self.settings.namespace);
-                    let key = exposure_key(&alert).unwrap_or_default();
-                    if self.recent_exposures.contains_key(&key)
-                        || open.iter().any(|o| exposure_key(o) == Some(key.clone()))
-                    {
+                    let key = exposure_key(&alert);
+                    let raised_already = {
+                        let mut recent = lock(&self.recent_exposures);
+                        let raised = recent.contains_key(&key) || open.iter().any(|o| exposure_key(o) == key);
+                        if !raised {
+                            recent.insert(key, Instant::now());
+                        }
+                        raised
+                    };
+                    if raised_already {
                         continue;
                     }
-                    self.recent_exposures.insert(key, Instant::now());
                     self.metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
                     raised += 1;
                     self.writer.create(alert, started).await;
@@ -365,15 +378,40 @@ impl Detector {
     }
 }
 
-/// The namespace of a Service written by `event`, whose exposure the rules will check.
-fn service_write_namespace(event: &Event) -> Option<&str> {
-    let object = event.object_ref.as_ref()?;
-    (event.stage == Stage::ResponseComplete
-        && object.api_group.is_empty()
-        && object.resource == "services"
-        && object.subresource.is_empty()
-        && matches!(&*event.verb, "create" | "update" | "patch"))
-    .then_some(object.namespace.as_str())
+/// When the request was made, as the apiserver recorded it.
+fn detected_at(event: &Event) -> Time {
+    Time(
+        event
+            .timestamp()
+            .and_then(|t| Timestamp::from_microsecond(t.unix_micros()).ok())
+            .unwrap_or_else(Timestamp::now),
+    )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The pods and workloads of `namespace` and of Kubeflow's namespace (which one exposure
+/// rule asks about). A namespace that cannot be listed is left out, and logged: its
+/// exposures are found by the next scan.
+async fn workloads_around(client: &Client, namespace: &str, kubeflow: &str) -> Workloads {
+    let mut workloads = Workloads::default();
+    for ns in [namespace, kubeflow] {
+        if workloads.0.contains_key(ns) {
+            continue;
+        }
+        match list_workloads(client, ns).await {
+            Ok(found) => {
+                workloads.0.insert(ns.to_owned(), found);
+            }
+            Err(e) => warn!(
+                namespace = ns,
+                "cannot list the workloads a Service may expose; its exposure is checked at the next scan: {e}"
+            ),
+        }
+    }
+    workloads
 }
 
 /// A cheap first cut before the rules: only these Services can expose anything.
@@ -382,28 +420,6 @@ fn reachable_from_outside(service: &Service) -> bool {
         matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort"))
             || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty())
     })
-}
-
-/// What identifies an exposure, whoever wrote the Service: the alert type and where it is.
-/// None for the other alert types.
-fn exposure_key(alert: &Alert) -> Option<String> {
-    let alert_type = &alert.spec.alert_type.0;
-    if !alert_type.starts_with("K8S_Exposed") {
-        return None;
-    }
-    let e = &alert.spec.entities;
-    let field = |f: &Option<String>| f.clone().unwrap_or_default();
-    Some(
-        [
-            alert_type.clone(),
-            field(&e.namespace),
-            field(&e.workload_kind),
-            field(&e.workload_name),
-            field(&e.pod),
-            field(&e.container),
-        ]
-        .join("/"),
-    )
 }
 
 async fn open_alerts(client: &Client, namespace: &str) -> Result<Vec<Alert>> {
@@ -631,20 +647,5 @@ mod tests {
         let (queue, _receiver) = queue(10, metrics);
         assert_eq!(queue.offer(events(50), Instant::now()), Offer::Accepted);
         assert_eq!(queue.offer(events(1), Instant::now()), Offer::Dropped);
-    }
-
-    #[test]
-    fn only_service_writes_fetch_workloads() {
-        let mut event: Event = serde_json::from_value(serde_json::json!({
-            "level": "Metadata", "auditID": "a", "stage": "ResponseComplete", "verb": "create", "requestURI": "/api/v1/namespaces/shop/services",
-            "user": {"username": "u"}, "objectRef": {"resource": "services", "namespace": "shop", "apiVersion": "v1"},
-        }))
-        .unwrap();
-        assert_eq!(service_write_namespace(&event), Some("shop"));
-        event.verb = "get".into();
-        assert_eq!(service_write_namespace(&event), None);
-        event.verb = "patch".into();
-        event.object_ref.as_mut().unwrap().subresource = "status".into();
-        assert_eq!(service_write_namespace(&event), None, "a load balancer's status is not an exposure change");
     }
 }
