@@ -136,6 +136,24 @@ pub struct LocalControlPlane {
 
 impl LocalControlPlane {
     pub async fn start(options: Options) -> Result<Self> {
+        // The ports are picked free, then bound by etcd and kube-apiserver a moment later:
+        // another process may take one in between. Start again on new ports when it did.
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match LocalControlPlane::start_once(&options).await {
+                Err(Error::LocalControlPlane(message))
+                    if attempt < ATTEMPTS && message.contains("address already in use") =>
+                {
+                    attempt += 1;
+                    info!("a port of the local control plane was taken meanwhile; starting again on other ports");
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(options: &Options) -> Result<Self> {
         let bin = ensure_binaries().await?;
         let dir = std::env::temp_dir().join(format!("riposte-cp-{}-{}", std::process::id(), unique_suffix()));
         std::fs::create_dir_all(dir.join("certs")).map_err(io("create the control plane directory"))?;

@@ -160,6 +160,52 @@ spec:
           restartPolicy: OnFailure
           containers: [{ name: report, image: python:3.12-slim, command: ["python", "-c", "print('report')"] }]
 ---
+# The cluster's own components, as kubeadm installs them: privileged, with host mounts,
+# in kube-system, from the system registry.
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: { name: kube-proxy, namespace: kube-system, labels: { k8s-app: kube-proxy } }
+spec:
+  selector: { matchLabels: { k8s-app: kube-proxy } }
+  template:
+    metadata: { labels: { k8s-app: kube-proxy } }
+    spec:
+      hostNetwork: true
+      priorityClassName: system-node-critical
+      serviceAccountName: kube-proxy
+      containers:
+        - name: kube-proxy
+          image: registry.k8s.io/kube-proxy:v1.33.1
+          command: ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf", "--hostname-override=$(NODE_NAME)"]
+          securityContext: { privileged: true }
+          volumeMounts:
+            - { name: kube-proxy, mountPath: /var/lib/kube-proxy }
+            - { name: xtables-lock, mountPath: /run/xtables.lock }
+            - { name: lib-modules, mountPath: /lib/modules, readOnly: true }
+      volumes:
+        - { name: kube-proxy, configMap: { name: kube-proxy } }
+        - { name: xtables-lock, hostPath: { path: /run/xtables.lock, type: FileOrCreate } }
+        - { name: lib-modules, hostPath: { path: /lib/modules } }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: coredns, namespace: kube-system, labels: { k8s-app: kube-dns } }
+spec:
+  replicas: 2
+  selector: { matchLabels: { k8s-app: kube-dns } }
+  template:
+    metadata: { labels: { k8s-app: kube-dns } }
+    spec:
+      priorityClassName: system-cluster-critical
+      containers:
+        - name: coredns
+          image: registry.k8s.io/coredns/coredns:v1.12.0
+          args: ["-conf", "/etc/coredns/Corefile"]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: { add: [NET_BIND_SERVICE], drop: [ALL] }
+---
 apiVersion: v1
 kind: Pod
 metadata: { name: toolbox, namespace: shop, labels: { app: toolbox } }
@@ -179,6 +225,15 @@ fn benign_day(env: &Env) {
     ok(env.kubectl(&["-n", "shop", "get", "pods,deployments,services,configmaps", "-o", "name"]));
     ok(env.kubectl(&["-n", "shop", "delete", "pod", "toolbox", "--wait=false"]));
     ok(env.kubectl(&["-n", "shop", "patch", "configmap", "web-config", "-p", r#"{"data":{"LOG_LEVEL":"debug"}}"#]));
+    ok(env.kubectl(&["-n", "kube-system", "rollout", "restart", "daemonset/kube-proxy"]));
+    ok(env.kubectl(&[
+        "-n",
+        "kube-system",
+        "set",
+        "image",
+        "daemonset/kube-proxy",
+        "kube-proxy=registry.k8s.io/kube-proxy:v1.33.2",
+    ]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
