@@ -35,6 +35,8 @@ const IMMUTABLE_OPTIONAL_FIELDS: [&str; 2] = ["source", "evidence"];
     printcolumn(name = "Assignee", type_ = "string", json_path = ".spec.assignee"),
     printcolumn(name = "Detected", type_ = "date", json_path = ".spec.detectedAt"),
     printcolumn(name = "Actions", type_ = "integer", json_path = ".status.actionCount"),
+    printcolumn(name = "Workload", type_ = "string", json_path = ".spec.entities.workloadName", priority = 1),
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.entities.user", priority = 1),
     printcolumn(name = "Title", type_ = "string", json_path = ".spec.title", priority = 1)
 )]
 #[x_kube(validation = Rule::new(crate::unchanged_when_present_rule(&IMMUTABLE_OPTIONAL_FIELDS)).message("an Alert's detection is immutable: a detection is a record of what was seen"))]

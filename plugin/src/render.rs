@@ -61,7 +61,7 @@ pub fn alerts_table(alerts: &[Alert], all_namespaces: bool, now: Timestamp) -> S
         Column::max("TYPE", 40),
         Column::new("SEVERITY"),
         Column::new("STATE"),
-        Column::max("POD", 40),
+        Column::max("ENTITY", 40),
         Column::new("SEEN"),
         Column::max("ASSIGNEE", 32),
         Column::new("AGE"),
@@ -75,7 +75,7 @@ pub fn alerts_table(alerts: &[Alert], all_namespaces: bool, now: Timestamp) -> S
                 a.spec.alert_type.0.clone(),
                 format!("{:?}", a.spec.severity),
                 a.spec.state.as_str().to_owned(),
-                a.spec.entities.pod.clone().unwrap_or_default(),
+                entity(&a.spec.entities),
                 a.status.as_ref().map_or_else(String::new, |s| s.occurrences.to_string()),
                 a.spec.assignee.clone().unwrap_or_default(),
                 table::age(now, a.spec.detected_at.0),
@@ -268,6 +268,17 @@ pub fn show_action(action: &ResponseAction, now: Timestamp) -> String {
     out
 }
 
+/// What an alert is about, in a word: its pod, else its workload (`Deployment/web`), else
+/// the user who made the request.
+fn entity(e: &riposte_crds::Entities) -> String {
+    match (&e.pod, &e.workload_kind, &e.workload_name, &e.user) {
+        (Some(pod), ..) => pod.clone(),
+        (None, Some(kind), Some(name), _) => format!("{kind}/{name}"),
+        (None, _, _, Some(user)) => format!("user/{user}"),
+        _ => String::new(),
+    }
+}
+
 /// One alert in full: the detection, its triage, what to do about it, and what was done.
 pub fn show_alert(alert: &Alert, now: Timestamp) -> String {
     let spec = &alert.spec;
@@ -281,6 +292,9 @@ pub fn show_alert(alert: &Alert, now: Timestamp) -> String {
         ("image", &e.image),
         ("node", &e.node),
         ("serviceAccount", &e.service_account),
+        ("workloadKind", &e.workload_kind),
+        ("workloadName", &e.workload_name),
+        ("user", &e.user),
     ]
     .iter()
     .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
@@ -575,9 +589,21 @@ mod tests {
         let out = alerts_table(&[alert()], false, now());
         assert_eq!(
             out,
-            "NAME        TYPE                    SEVERITY   STATE        POD     SEEN   ASSIGNEE   AGE    ACTIONS\n\
-             shell-web   K8S.NODE_ReverseShell   High       InProgress   web-1   3      alice      120m   1\n"
+            "NAME        TYPE                    SEVERITY   STATE        ENTITY   SEEN   ASSIGNEE   AGE    ACTIONS\n\
+             shell-web   K8S.NODE_ReverseShell   High       InProgress   web-1    3      alice      120m   1\n"
         );
+        let mut template = alert();
+        template.spec.entities = riposte_crds::Entities {
+            workload_kind: Some("Deployment".into()),
+            workload_name: Some("web".into()),
+            user: Some("mallory".into()),
+            ..Default::default()
+        };
+        let mut binding = alert();
+        binding.spec.entities = riposte_crds::Entities { user: Some("mallory".into()), ..Default::default() };
+        let out = alerts_table(&[template, binding], false, now());
+        let entities: Vec<&str> = out.lines().skip(1).map(|l| l.split_whitespace().nth(4).unwrap()).collect();
+        assert_eq!(entities, ["Deployment/web", "user/mallory"]);
     }
 
     #[test]

@@ -327,7 +327,7 @@ async fn the_alert_queue_triage_and_show() {
     let names_of = |table: &str| rows(table).into_iter().map(|cells| cells[0].clone()).collect::<Vec<_>>();
     let queue = plugin(admin, &["alerts", "-n", "shop"]).await.ok().stdout;
     let header: Vec<&str> = queue.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "TYPE", "SEVERITY", "STATE", "POD", "SEEN", "ASSIGNEE", "AGE", "ACTIONS"]);
+    assert_eq!(header, ["NAME", "TYPE", "SEVERITY", "STATE", "ENTITY", "SEEN", "ASSIGNEE", "AGE", "ACTIONS"]);
     assert_eq!(
         names_of(&queue),
         ["shell-new", "shell-old", "priv-new", "priv-old"],
