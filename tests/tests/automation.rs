@@ -144,6 +144,13 @@ async fn an_alert_is_answered_by_its_policy_and_the_whole_story_lands_in_the_act
         .patch("shell-web", &PatchParams::default(), &Patch::Merge(&triage("InProgress", json!({ "assignee": "bob" }))))
         .await
         .unwrap();
+    // The history records each state the controller saw; an analyst works slower than two
+    // patches in a row, so wait until this one is seen.
+    env.until("InProgress to be recorded", || async {
+        let recorded = alerts.get("shell-web").await.ok()?.status?.triage?;
+        (recorded.state == riposte_crds::AlertState::InProgress).then_some(())
+    })
+    .await;
     let err = alerts
         .patch("shell-web", &PatchParams::default(), &Patch::Merge(&triage("Resolved", json!({}))))
         .await

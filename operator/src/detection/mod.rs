@@ -99,6 +99,16 @@ pub fn service_write_namespace(event: &Event) -> Option<&str> {
     .then_some(object.namespace.as_str())
 }
 
+/// When the request was made, as the apiserver recorded it (now, if it did not say).
+pub fn detected_at(event: &Event) -> Time {
+    Time(
+        event
+            .timestamp()
+            .and_then(|t| k8s_openapi::jiff::Timestamp::from_microsecond(t.unix_micros()).ok())
+            .unwrap_or_else(k8s_openapi::jiff::Timestamp::now),
+    )
+}
+
 /// `k8s-privilegedcontainer-<12 hex digits>`: readable, and the same for the same
 /// sighting of the same thing on every replica and every retry.
 pub fn alert_name(finding: &Finding, occurrence: &str) -> String {

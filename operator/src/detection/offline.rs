@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::pipeline::BASELINE_KEY;
-use super::{AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, alert_for, exposure_key, service_write_namespace};
+use super::{AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, alert_for, detected_at, exposure_key, service_write_namespace};
 use crate::error::{Error, Result};
 
 /// How often the progress line is redrawn, at most.
@@ -143,13 +143,9 @@ impl Offline {
         if findings.is_empty() {
             return Vec::new();
         }
-        let detected_at = event
-            .timestamp()
-            .and_then(|t| jiff::Timestamp::from_microsecond(t.unix_micros()).ok())
-            .unwrap_or_else(jiff::Timestamp::now);
         let mut alerts = Vec::new();
         for finding in &findings {
-            let alert = alert_for(finding, &event.audit_id, Time(detected_at), AUDIT_SOURCE, &self.namespace);
+            let alert = alert_for(finding, &event.audit_id, detected_at(event), AUDIT_SOURCE, &self.namespace);
             if self.remember(&alert) {
                 alerts.push(alert);
             }

@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
-use super::{AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, exposure_key, service_write_namespace};
+use super::{
+    AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, detected_at, exposure_key, service_write_namespace,
+};
 use crate::error::{Error, Result};
 use crate::metrics::{DetectionMetrics, ReasonLabels, TypeLabels};
 
@@ -376,16 +378,6 @@ impl Detector {
             }
         }
     }
-}
-
-/// When the request was made, as the apiserver recorded it.
-fn detected_at(event: &Event) -> Time {
-    Time(
-        event
-            .timestamp()
-            .and_then(|t| Timestamp::from_microsecond(t.unix_micros()).ok())
-            .unwrap_or_else(Timestamp::now),
-    )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
