@@ -47,6 +47,11 @@ pub struct Config {
     pub proxy_networks: Vec<IpNet>,
     pub pentest: PenTestConfig,
     pub exposure: ExposureConfig,
+    /// Service accounts (`system:serviceaccount:<namespace>:<name>`) left out of the
+    /// baseline (K8S_ServiceAccountRareOperation): the operator adds its own, whose every
+    /// response is recorded in the action center, so that its first isolation after the
+    /// learning period is not reported as unusual.
+    pub baseline_exempt_service_accounts: Vec<String>,
     /// How many once-only findings are remembered (a client seen using a pentest tool, or
     /// coming from a proxy address, is reported once); the oldest are forgotten first.
     pub once_only_memory: usize,
@@ -282,6 +287,7 @@ impl Default for Config {
             proxy_networks: Vec::new(),
             pentest: PenTestConfig::default(),
             exposure: ExposureConfig::default(),
+            baseline_exempt_service_accounts: Vec::new(),
             once_only_memory: 10_000,
         }
     }

@@ -48,7 +48,9 @@ impl Engine {
             return findings;
         }
         self.clients.evaluate(event, &self.config, &mut findings);
-        if event.user.username.starts_with(SERVICE_ACCOUNT_PREFIX) {
+        if event.user.username.starts_with(SERVICE_ACCOUNT_PREFIX)
+            && !self.config.baseline_exempt_service_accounts.contains(&event.user.username)
+        {
             self.service_account_operation(event, &mut findings);
         }
         let Some(object_ref) = &event.object_ref else {
@@ -193,5 +195,22 @@ mod tests {
         assert_eq!(findings[0].entities.service_account.as_deref(), Some("web"));
         assert!(engine.evaluate(&rare, NO_CLUSTER).is_empty(), "learned once reported");
         assert_eq!(engine.baseline().operations(), 2);
+    }
+
+    #[test]
+    fn exempt_service_accounts_are_not_baselined() {
+        let operator = "system:serviceaccount:riposte-system:riposte";
+        let config = Config { baseline_exempt_service_accounts: vec![operator.into()], ..Config::default() };
+        let learning =
+            LearningPeriod { start: Timestamp::from_unix_micros(0), end: "2025-06-01T00:00:00Z".parse().unwrap() };
+        let mut engine = Engine::new(config, Baseline::new(learning));
+        let mut isolation = event("patch", "", "pods", "shop", "web-1", operator);
+        isolation.request_received_timestamp = Some("2025-06-02T10:00:00Z".parse().unwrap());
+        assert!(engine.evaluate(&isolation, NO_CLUSTER).is_empty());
+        assert_eq!(engine.baseline().accounts(), 0, "nothing learned about it either");
+        let mut other = isolation.clone();
+        other.user.username = "system:serviceaccount:shop:web".into();
+        engine.evaluate(&other, NO_CLUSTER);
+        assert_eq!(engine.baseline().accounts(), 1, "other accounts still are");
     }
 }

@@ -318,6 +318,10 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         alert_dedup_window: Duration::from_secs(args.alert_dedup_window_seconds),
     };
 
+    // Riposte's own responses are in the action center; its service account is not one
+    // whose habits say anything about an attack.
+    let mut detection = detection;
+    detection.baseline_exempt_service_accounts.push(settings.identity.clone());
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let detection_metrics = DetectionMetrics::register(&mut registry);
