@@ -623,18 +623,27 @@ fn post(
     auth: &[&str],
 ) -> (u16, String) {
     std::fs::write(dir.join("body"), body).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(dir.join("ca.crt"))
-        .args(["-H", "Content-Type: application/json", "--data-binary"])
-        .arg(format!("@{}", dir.join("body").display()))
-        .args(auth)
-        .arg(&target.url)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    // A transport error (no HTTP answer at all) is retried: on a loaded machine curl can
+    // still be sending when the server answers early and closes.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+            .arg(dir.join("ca.crt"))
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", dir.join("body").display()))
+            .args(auth)
+            .arg(&target.url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse::<u16>() {
+            Ok(code) if code != 0 => return (code, body.to_owned()),
+            _ => failures.push(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    }
+    panic!("curl got no answer from the webhook: {failures:?}")
 }
 
 fn event(audit_id: &str) -> serde_json::Value {

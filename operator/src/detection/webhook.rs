@@ -36,6 +36,8 @@ use crate::metrics::{CodeLabels, DetectionMetrics};
 
 /// The path the apiserver's webhook kubeconfig points at.
 pub const PATH: &str = "/audit";
+/// The most of an unauthenticated request's body read before answering 401.
+const UNAUTHENTICATED_BODY_DRAINED: usize = 64 * 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -217,7 +219,7 @@ fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
 }
 
 /// Lets through a verified client certificate or the bearer token; anything else is 401,
-/// before the body is read.
+/// and its body is never parsed.
 async fn authenticate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let certified = request.extensions().get::<Peer>().is_some_and(|peer| peer.certified);
     let token_matches = match (&shared.token, bearer(request.headers())) {
@@ -227,6 +229,9 @@ async fn authenticate(State(shared): State<Shared>, request: Request, next: Next
     if certified || token_matches {
         return next.run(request).await;
     }
+    // A client still sending when the connection closes on it may lose the answer (the
+    // unread bytes reset the connection): read a small body away first, never a large one.
+    let _ = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_DRAINED).await;
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
