@@ -15,7 +15,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
-use riposte::detection::pipeline::{self, DetectionSettings};
+use riposte::detection::pipeline::{self, DetectionSettings, QueueLimits};
 use riposte::detection::webhook::{Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::leader;
@@ -191,6 +191,10 @@ struct AuditWebhookArgs {
     /// (riposte_audit_events_dropped_total) rather than holding the apiserver up.
     #[arg(long, default_value_t = 100_000, env = "RIPOSTE_AUDIT_QUEUE_EVENTS")]
     audit_queue_events: usize,
+    /// Bytes of audit bodies waiting for the rules, at most (the memory the queue may
+    /// take); beyond, batches are dropped and counted as above.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, env = "RIPOSTE_AUDIT_QUEUE_BYTES")]
+    audit_queue_bytes: usize,
 }
 
 /// What the detection rules look for, shared by `run` and `detect`.
@@ -335,7 +339,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             namespace: settings.namespace.clone(),
             baseline_save_interval: Duration::from_secs(30),
         },
-        args.audit_webhook.audit_queue_events,
+        QueueLimits { events: args.audit_webhook.audit_queue_events, bytes: args.audit_webhook.audit_queue_bytes },
         detection_metrics,
     );
     let ready = Arc::new(AtomicBool::new(false));
@@ -373,14 +377,14 @@ async fn detect(
     webhook: Option<Webhook>,
     client: Client,
     settings: DetectionSettings,
-    queue_events: usize,
+    queue_limits: QueueLimits,
     metrics: DetectionMetrics,
 ) -> riposte::Result<()> {
     let Some(webhook) = webhook else {
         info!("no audit webhook configured (--audit-webhook-addr): detections from audit events are off");
         return std::future::pending().await;
     };
-    let (queue, receiver) = pipeline::queue(queue_events, metrics.clone());
+    let (queue, receiver) = pipeline::queue(queue_limits, metrics.clone());
     tokio::select! {
         served = webhook.serve(queue, metrics.clone()) => served,
         // On SIGTERM (a rollout, a drain) the baseline is saved before the process ends.

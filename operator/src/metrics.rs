@@ -114,6 +114,7 @@ pub struct DetectionMetrics {
     pub events_dropped: Family<ReasonLabels, Counter>,
     pub events_evaluated: Counter,
     pub queued_events: Gauge,
+    pub queued_bytes: Gauge,
     pub findings: Family<TypeLabels, Counter>,
     pub alerts_created: Counter,
     pub alert_write_failures: Counter,
@@ -128,6 +129,7 @@ impl DetectionMetrics {
             events_dropped: Family::default(),
             events_evaluated: Counter::default(),
             queued_events: Gauge::default(),
+            queued_bytes: Gauge::default(),
             findings: Family::default(),
             alerts_created: Counter::default(),
             alert_write_failures: Counter::default(),
@@ -157,6 +159,11 @@ impl DetectionMetrics {
             "riposte_audit_queued_events",
             "Audit events waiting in the detection queue",
             metrics.queued_events.clone(),
+        );
+        registry.register(
+            "riposte_audit_queued_bytes",
+            "Bytes of the audit bodies waiting in the detection queue",
+            metrics.queued_bytes.clone(),
         );
         registry.register("riposte_detection_findings", "Rule findings, by alert type", metrics.findings.clone());
         registry.register(

@@ -63,7 +63,8 @@ async fn main() {
     let local = LocalAuditWebhook::bind_with(32 * 1024 * 1024, Some(TOKEN.into())).await.expect("the webhook binds");
     let target = local.target.clone();
     let metrics = DetectionMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let (queue, receiver) = pipeline::queue(100_000, metrics.clone());
+    let (queue, receiver) =
+        pipeline::queue(pipeline::QueueLimits { events: 100_000, bytes: 256 << 20 }, metrics.clone());
     let served = metrics.clone();
     tokio::spawn(async move { local.webhook.serve(queue, served).await });
     let settings = detection_settings(riposte_detect::Config::default(), Duration::from_secs(3600));

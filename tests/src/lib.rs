@@ -87,7 +87,8 @@ impl Env {
         let options = Options { audit_webhook: Some(local.target.clone()), ..Options::default() };
         let mut env = Env::start_with(options).await;
         let metrics = DetectionMetrics::register(&mut Registry::default());
-        let (queue, receiver) = pipeline::queue(100_000, metrics.clone());
+        let (queue, receiver) =
+            pipeline::queue(pipeline::QueueLimits { events: 100_000, bytes: 256 << 20 }, metrics.clone());
         let served = metrics.clone();
         let server = tokio::spawn(async move {
             local.webhook.serve(queue, served).await.expect("the audit webhook serves");

@@ -662,7 +662,7 @@ async fn the_webhook_authenticates_bounds_its_input_and_reports_drops() {
     let target = local.target.clone();
     let metrics = DetectionMetrics::register(&mut prometheus_client::registry::Registry::default());
     // Room for three events, and nothing evaluating them.
-    let (queue, _receiver) = pipeline::queue(3, metrics.clone());
+    let (queue, _receiver) = pipeline::queue(pipeline::QueueLimits { events: 3, bytes: 1 << 20 }, metrics.clone());
     let served = metrics.clone();
     let server = tokio::spawn(async move { local.webhook.serve(queue, served).await });
     let dir = std::env::temp_dir().join(format!("riposte-webhook-test-{}", std::process::id()));

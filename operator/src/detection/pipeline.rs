@@ -7,7 +7,7 @@
 //! up the evaluation of the next batch.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,8 @@ pub struct DetectionSettings {
 /// Audit events received together, waiting for the rules.
 pub struct Batch {
     pub events: Vec<Event>,
+    /// The size of the body they came in: what they hold in memory, near enough.
+    pub bytes: usize,
     pub received: Instant,
 }
 
@@ -76,13 +78,26 @@ pub enum Offer {
     Dropped,
 }
 
-/// The webhook's side of the queue, bounded in events (not batches: a batch can hold one
-/// event or hundreds).
+/// How much the queue may hold, in events and in the bytes of the bodies they came in (a
+/// batch can hold one event or hundreds, small or with whole objects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Occupancy {
+    events: usize,
+    bytes: usize,
+}
+
+/// The webhook's side of the queue.
 #[derive(Clone)]
 pub struct Queue {
     sender: mpsc::UnboundedSender<Batch>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
+    queued: Arc<Mutex<Occupancy>>,
+    limits: QueueLimits,
     metrics: DetectionMetrics,
     drops: Arc<DropReport>,
 }
@@ -90,7 +105,7 @@ pub struct Queue {
 /// The rules' side of the queue.
 pub struct Receiver {
     receiver: mpsc::UnboundedReceiver<Batch>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Mutex<Occupancy>>,
     metrics: DetectionMetrics,
 }
 
@@ -99,37 +114,41 @@ struct DropReport {
     last_report: Mutex<Option<Instant>>,
 }
 
-/// A queue holding at most `capacity` events.
-pub fn queue(capacity: usize, metrics: DetectionMetrics) -> (Queue, Receiver) {
+/// A queue holding at most `limits`.
+pub fn queue(limits: QueueLimits, metrics: DetectionMetrics) -> (Queue, Receiver) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Mutex::new(Occupancy::default()));
     let drops = Arc::new(DropReport { since_report: AtomicU64::new(0), last_report: Mutex::new(None) });
     (
-        Queue { sender, queued: queued.clone(), capacity, metrics: metrics.clone(), drops },
+        Queue { sender, queued: queued.clone(), limits, metrics: metrics.clone(), drops },
         Receiver { receiver, queued, metrics },
     )
 }
 
 impl Queue {
-    /// Queues a batch if there is room for it; an empty queue takes any batch, so that a
-    /// batch larger than the capacity is not dropped forever.
-    pub fn offer(&self, events: Vec<Event>, received: Instant) -> Offer {
+    /// Queues a batch of `bytes` if there is room for it; an empty queue takes any batch,
+    /// so that a batch larger than the limits is not dropped forever.
+    pub fn offer(&self, events: Vec<Event>, bytes: usize, received: Instant) -> Offer {
         let count = events.len();
-        let capacity = self.capacity;
-        let reserved = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued == 0 || queued + count <= capacity).then_some(queued + count)
-            })
-            .is_ok();
-        if reserved && self.sender.send(Batch { events, received }).is_ok() {
-            self.metrics.events_received.inc_by(count as u64);
-            self.metrics.queued_events.set(self.queued.load(Ordering::Acquire) as i64);
-            return Offer::Accepted;
-        }
+        let reserved = {
+            let mut queued = lock(&self.queued);
+            let fits = queued.events == 0
+                || (queued.events + count <= self.limits.events && queued.bytes + bytes <= self.limits.bytes);
+            if fits {
+                queued.events += count;
+                queued.bytes += bytes;
+                self.metrics.queued_events.set(queued.events as i64);
+                self.metrics.queued_bytes.set(queued.bytes as i64);
+            }
+            fits
+        };
         if reserved {
+            if self.sender.send(Batch { events, bytes, received }).is_ok() {
+                self.metrics.events_received.inc_by(count as u64);
+                return Offer::Accepted;
+            }
             // The rules' task is gone (the process is stopping): give the room back.
-            self.queued.fetch_sub(count, Ordering::AcqRel);
+            release(&self.queued, &self.metrics, count, bytes);
         }
         self.metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).inc_by(count as u64);
         self.report_drop(count as u64);
@@ -147,7 +166,8 @@ impl Queue {
         self.drops.since_report.fetch_sub(since, Ordering::AcqRel);
         warn!(
             dropped = since,
-            capacity = self.capacity,
+            max_events = self.limits.events,
+            max_bytes = self.limits.bytes,
             "the detection queue is full: audit events were dropped without evaluation \
              (riposte_audit_events_dropped_total counts them); the rules are not keeping up with the apiserver"
         );
@@ -160,10 +180,17 @@ impl Receiver {
     }
 
     /// Frees the room of a batch once its events are evaluated.
-    fn done(&self, count: usize) {
-        let left = self.queued.fetch_sub(count, Ordering::AcqRel) - count;
-        self.metrics.queued_events.set(left as i64);
+    fn done(&self, events: usize, bytes: usize) {
+        release(&self.queued, &self.metrics, events, bytes);
     }
+}
+
+fn release(queued: &Mutex<Occupancy>, metrics: &DetectionMetrics, events: usize, bytes: usize) {
+    let mut queued = lock(queued);
+    queued.events -= events;
+    queued.bytes -= bytes;
+    metrics.queued_events.set(queued.events as i64);
+    metrics.queued_bytes.set(queued.bytes as i64);
 }
 
 /// Evaluates the queue's batches and raises Alerts until `stop` completes (or the queue
@@ -212,9 +239,9 @@ pub async fn run(
             () = &mut stop => break,
             batch = receiver.recv() => {
                 let Some(batch) = batch else { break };
-                let count = batch.events.len();
+                let (events, bytes) = (batch.events.len(), batch.bytes);
                 detector.evaluate(batch).await;
-                receiver.done(count);
+                receiver.done(events, bytes);
             }
             _ = save.tick() => saved = detector.save_baseline(&store, saved).await,
             _ = scan.tick() => detector.scan().await,
@@ -617,27 +644,39 @@ mod tests {
         (0..count).map(|_| riposte_detect::audit::parse_event(event.as_bytes()).unwrap()).collect()
     }
 
+    const LIMITS: QueueLimits = QueueLimits { events: 10, bytes: 1000 };
+
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_and_makes_room_again() {
         let metrics = DetectionMetrics::register(&mut Registry::default());
-        let (queue, mut receiver) = queue(10, metrics.clone());
-        assert_eq!(queue.offer(events(6), Instant::now()), Offer::Accepted);
-        assert_eq!(queue.offer(events(4), Instant::now()), Offer::Accepted);
-        assert_eq!(queue.offer(events(1), Instant::now()), Offer::Dropped);
+        let (queue, mut receiver) = queue(LIMITS, metrics.clone());
+        assert_eq!(queue.offer(events(6), 100, Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(4), 100, Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(1), 10, Instant::now()), Offer::Dropped);
         assert_eq!(metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).get(), 1);
         assert_eq!(metrics.events_received.get(), 10);
-        assert_eq!(metrics.queued_events.get(), 10);
+        assert_eq!((metrics.queued_events.get(), metrics.queued_bytes.get()), (10, 200));
         let first = receiver.recv().await.unwrap();
-        receiver.done(first.events.len());
-        assert_eq!(metrics.queued_events.get(), 4);
-        assert_eq!(queue.offer(events(5), Instant::now()), Offer::Accepted);
+        receiver.done(first.events.len(), first.bytes);
+        assert_eq!((metrics.queued_events.get(), metrics.queued_bytes.get()), (4, 100));
+        assert_eq!(queue.offer(events(5), 100, Instant::now()), Offer::Accepted);
+    }
+
+    #[tokio::test]
+    async fn large_bodies_fill_the_queue_before_many_events_do() {
+        let metrics = DetectionMetrics::register(&mut Registry::default());
+        let (queue, _receiver) = queue(LIMITS, metrics.clone());
+        assert_eq!(queue.offer(events(1), 600, Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(1), 600, Instant::now()), Offer::Dropped, "1200 bytes exceed 1000");
+        assert_eq!(queue.offer(events(1), 400, Instant::now()), Offer::Accepted);
+        assert_eq!((metrics.queued_events.get(), metrics.queued_bytes.get()), (2, 1000));
     }
 
     #[tokio::test]
     async fn an_oversized_batch_gets_through_an_empty_queue() {
         let metrics = DetectionMetrics::register(&mut Registry::default());
-        let (queue, _receiver) = queue(10, metrics);
-        assert_eq!(queue.offer(events(50), Instant::now()), Offer::Accepted);
-        assert_eq!(queue.offer(events(1), Instant::now()), Offer::Dropped);
+        let (queue, _receiver) = queue(LIMITS, metrics);
+        assert_eq!(queue.offer(events(50), 5000, Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer(events(1), 10, Instant::now()), Offer::Dropped);
     }
 }

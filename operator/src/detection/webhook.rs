@@ -263,7 +263,7 @@ async fn receive(State(shared): State<Shared>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let count = events.len();
-    match shared.queue.offer(events, received) {
+    match shared.queue.offer(events, body.len(), received) {
         Offer::Accepted => (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": count }))).into_response(),
         Offer::Dropped => {
             (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": 0, "dropped": count }))).into_response()
