@@ -35,6 +35,12 @@ pub fn service_write_may_expose(event: &audit::Event, config: &Config) -> bool {
     rules::exposure::service_write_may_expose(event, config)
 }
 
+/// Whether a Service is reachable from outside the cluster (the configured Service types,
+/// not an internal load balancer), so that the configuration scan checks what it selects.
+pub fn service_may_expose(service: &Service, config: &Config) -> bool {
+    rules::exposure::may_expose(service, config)
+}
+
 /// The exposure findings (K8S_Exposed*) of a Service write against `cluster`: what
 /// [`Engine::evaluate`] finds for that write given the same view, for a caller that fetches
 /// the view after evaluating the event, off its event path.

@@ -25,7 +25,7 @@ use riposte::detection::pipeline;
 use riposte::local::{AuditWebhookTarget, LocalAuditWebhook};
 use riposte::metrics::{DetectionMetrics, ReasonLabels};
 use riposte_crds::{Alert, Phase, ResponseAction, ResponsePolicy};
-use riposte_e2e::{Env, default_guardrails, detection_settings, repo_path};
+use riposte_e2e::{AUDIT_QUEUE, Env, default_guardrails, detection_settings, repo_path, serve_audit_webhook};
 use serde_json::{Value, json};
 
 const NS: &str = "bench";
@@ -62,11 +62,7 @@ async fn main() {
 
     let local = LocalAuditWebhook::bind_with(32 * 1024 * 1024, Some(TOKEN.into())).await.expect("the webhook binds");
     let target = local.target.clone();
-    let metrics = DetectionMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let (queue, receiver) =
-        pipeline::queue(pipeline::QueueLimits { events: 100_000, bytes: 256 << 20 }, metrics.clone());
-    let served = metrics.clone();
-    tokio::spawn(async move { local.webhook.serve(queue, served).await });
+    let (_server, receiver, metrics) = serve_audit_webhook(local.webhook, AUDIT_QUEUE);
     let settings = detection_settings(riposte_detect::Config::default(), Duration::from_secs(3600));
     let client = env.client.clone();
     let evaluated = metrics.clone();

@@ -50,6 +50,24 @@ pub struct Audit {
     server: JoinHandle<()>,
 }
 
+/// The detection queue of the tests and benchmarks: as the operator's defaults.
+pub const AUDIT_QUEUE: pipeline::QueueLimits = pipeline::QueueLimits { events: 100_000, bytes: 64 << 20 };
+
+/// Serves `webhook` into a new queue of `limits`, in the background: the task serving, the
+/// rules' end of the queue, and the metrics the webhook counts in.
+pub fn serve_audit_webhook(
+    webhook: riposte::detection::webhook::Webhook,
+    limits: pipeline::QueueLimits,
+) -> (JoinHandle<()>, pipeline::Receiver, DetectionMetrics) {
+    let metrics = DetectionMetrics::register(&mut Registry::default());
+    let (queue, receiver) = pipeline::queue(limits, metrics.clone());
+    let served = metrics.clone();
+    let server = tokio::spawn(async move {
+        webhook.serve(queue, served).await.expect("the audit webhook serves");
+    });
+    (server, receiver, metrics)
+}
+
 /// How the rules run in tests: the default lists, a baseline that learns for `learning`,
 /// saved every second, in riposte-system.
 pub fn detection_settings(config: riposte_detect::Config, learning: Duration) -> DetectionSettings {
@@ -86,13 +104,7 @@ impl Env {
         let local = riposte::local::LocalAuditWebhook::bind(32 * 1024 * 1024).await.expect("the audit webhook binds");
         let options = Options { audit_webhook: Some(local.target.clone()), ..Options::default() };
         let mut env = Env::start_with(options).await;
-        let metrics = DetectionMetrics::register(&mut Registry::default());
-        let (queue, receiver) =
-            pipeline::queue(pipeline::QueueLimits { events: 100_000, bytes: 256 << 20 }, metrics.clone());
-        let served = metrics.clone();
-        let server = tokio::spawn(async move {
-            local.webhook.serve(queue, served).await.expect("the audit webhook serves");
-        });
+        let (server, receiver, metrics) = serve_audit_webhook(local.webhook, AUDIT_QUEUE);
         env.audit = Some(Audit { target: local.target, metrics, receiver: Some(receiver), detector: None, server });
         env.namespace("riposte-system").await;
         env

@@ -13,9 +13,9 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use riposte::detection::pipeline::{self, BASELINE_CONFIG_MAP};
 use riposte::local::LocalAuditWebhook;
-use riposte::metrics::{DetectionMetrics, ReasonLabels};
+use riposte::metrics::ReasonLabels;
 use riposte_crds::{Alert, Phase, ResponseAction};
-use riposte_e2e::{Env, default_guardrails, detection_settings, eventually};
+use riposte_e2e::{Env, default_guardrails, detection_settings, eventually, serve_audit_webhook};
 use serde_json::json;
 
 const SOURCE_LABEL: &str = "riposte.dev/source";
@@ -660,11 +660,9 @@ fn event(audit_id: &str) -> serde_json::Value {
 async fn the_webhook_authenticates_bounds_its_input_and_reports_drops() {
     let local = LocalAuditWebhook::bind_with(4096, Some("s3cret-token".into())).await.expect("binds");
     let target = local.target.clone();
-    let metrics = DetectionMetrics::register(&mut prometheus_client::registry::Registry::default());
     // Room for three events, and nothing evaluating them.
-    let (queue, _receiver) = pipeline::queue(pipeline::QueueLimits { events: 3, bytes: 1 << 20 }, metrics.clone());
-    let served = metrics.clone();
-    let server = tokio::spawn(async move { local.webhook.serve(queue, served).await });
+    let (server, _receiver, metrics) =
+        serve_audit_webhook(local.webhook, pipeline::QueueLimits { events: 3, bytes: 1 << 20 });
     let dir = std::env::temp_dir().join(format!("riposte-webhook-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, pem) in

@@ -100,9 +100,13 @@ pub(crate) fn service_write(event: &Event, cluster: &dyn ClusterView, config: &C
 pub(crate) fn service_write_may_expose(event: &Event, config: &Config) -> bool {
     matches!(&*event.verb, "create" | "update" | "patch")
         && took_effect(event)
-        && written_object(event)
-            .and_then(|o| Service::from_json(o).ok())
-            .is_some_and(|service| reachable_from_outside(&service, &config.exposure).is_some())
+        && written_object(event).and_then(|o| Service::from_json(o).ok()).is_some_and(|s| may_expose(&s, config))
+}
+
+/// Whether a Service is reachable from outside the cluster, so that it may expose what it
+/// selects.
+pub(crate) fn may_expose(service: &Service, config: &Config) -> bool {
+    reachable_from_outside(service, &config.exposure).is_some()
 }
 
 /// How the Service can be reached from outside, or `None` if it cannot.

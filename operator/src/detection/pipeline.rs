@@ -216,7 +216,6 @@ pub async fn run(
     let mut detector = Detector {
         client: client.clone(),
         engine: Engine::new(settings.config.clone(), baseline),
-        config: Arc::new(settings.config.clone()),
         recent_exposures: Arc::default(),
         exposure_permits: Arc::new(Semaphore::new(CONCURRENT_EXPOSURE_CHECKS)),
         writer: AlertWriter {
@@ -254,8 +253,6 @@ pub async fn run(
 struct Detector {
     client: Client,
     engine: Engine,
-    /// The engine's configuration, for the exposure checks that run beside it.
-    config: Arc<Config>,
     /// Exposures raised lately, by [`exposure_key`]: their Alerts may still be in flight
     /// when the next scan lists the open ones.
     recent_exposures: Arc<Mutex<BTreeMap<ExposureKey, Instant>>>,
@@ -296,7 +293,8 @@ impl Detector {
     /// the workloads of its namespace, then runs the exposure rules.
     fn check_exposure(&self, event: Event, received: Instant) {
         let client = self.client.clone();
-        let config = Arc::clone(&self.config);
+        // Service writes that may expose something are rare: a copy of the lists each time.
+        let config = self.engine.config().clone();
         let recent = Arc::clone(&self.recent_exposures);
         let permits = Arc::clone(&self.exposure_permits);
         let writer = self.writer.clone();
@@ -330,14 +328,36 @@ impl Detector {
                 return;
             }
         };
-        let mut by_namespace: BTreeMap<String, Vec<Service>> = BTreeMap::new();
-        for service in services.into_iter().filter(reachable_from_outside) {
-            by_namespace.entry(service.namespace().unwrap_or_default()).or_default().push(service);
+        // Only a Service reachable from outside can expose anything: the workloads of the
+        // other namespaces are not listed.
+        let mut by_namespace: BTreeMap<String, Vec<(riposte_detect::Service, String)>> = BTreeMap::new();
+        for service in services {
+            let namespace = service.namespace().unwrap_or_default();
+            let parsed = serde_json::to_string(&service)
+                .map_err(|e| e.to_string())
+                .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()));
+            let parsed = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    warn!(%namespace, service = service.name_any(), "configuration scan: {e}");
+                    continue;
+                }
+            };
+            if !riposte_detect::service_may_expose(&parsed, self.engine.config()) {
+                continue;
+            }
+            let version = format!(
+                "scan/{}/{}",
+                service.metadata.uid.as_deref().unwrap_or_default(),
+                service.resource_version().unwrap_or_default()
+            );
+            by_namespace.entry(namespace).or_default().push((parsed, version));
         }
         lock(&self.recent_exposures).retain(|_, at| at.elapsed() < RECENT_EXPOSURE);
         let mut raised = 0;
         for (namespace, services) in by_namespace {
-            let cluster = workloads_around(&self.client, &namespace, &self.config.exposure.kubeflow_namespace).await;
+            let kubeflow = &self.engine.config().exposure.kubeflow_namespace;
+            let cluster = workloads_around(&self.client, &namespace, kubeflow).await;
             let open = match open_alerts(&self.client, &namespace).await {
                 Ok(open) => open,
                 Err(e) => {
@@ -345,22 +365,7 @@ impl Detector {
                     continue;
                 }
             };
-            for service in services {
-                let parsed = serde_json::to_string(&service)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()));
-                let parsed = match parsed {
-                    Ok(parsed) => parsed,
-                    Err(e) => {
-                        warn!(%namespace, service = service.name_any(), "configuration scan: {e}");
-                        continue;
-                    }
-                };
-                let version = format!(
-                    "scan/{}/{}",
-                    service.metadata.uid.as_deref().unwrap_or_default(),
-                    service.resource_version().unwrap_or_default()
-                );
+            for (parsed, version) in services {
                 for finding in self.engine.scan_service(&parsed, &cluster) {
                     let alert =
                         alert_for(&finding, &version, Time(Timestamp::now()), SCAN_SOURCE, &self.settings.namespace);
@@ -431,14 +436,6 @@ async fn workloads_around(client: &Client, namespace: &str, kubeflow: &str) -> W
         }
     }
     workloads
-}
-
-/// A cheap first cut before the rules: only these Services can expose anything.
-fn reachable_from_outside(service: &Service) -> bool {
-    service.spec.as_ref().is_some_and(|spec| {
-        matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort"))
-            || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty())
-    })
 }
 
 async fn open_alerts(client: &Client, namespace: &str) -> Result<Vec<Alert>> {
