@@ -74,6 +74,38 @@ pub fn isolation_policy(action: &ResponseAction) -> NetworkPolicy {
     }
 }
 
+/// Whether the isolation policy in the cluster is already the one `desired` describes: same
+/// rules and selector, and still carrying Riposte's labels and the action as its owner. An
+/// unchanged isolation is then not written again: every new generation of a policy makes the
+/// enforcer on every node recompute its rules.
+pub fn policy_is_current(existing: &NetworkPolicy, desired: &NetworkPolicy) -> bool {
+    let labels_kept = desired.labels().iter().all(|(k, v)| existing.labels().get(k) == Some(v));
+    let owned = desired.owner_references().iter().all(|o| existing.owner_references().contains(o));
+    let spec = |p: &NetworkPolicy| p.spec.as_ref().map(|s| without_empty(serde_json::to_value(s).unwrap_or_default()));
+    labels_kept && owned && spec(existing) == spec(desired)
+}
+
+/// A JSON value without nulls, empty lists and empty objects: the apiserver stores an empty
+/// list of rules as no list at all, and both mean the same.
+fn without_empty(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, without_empty(v))).filter(|(_, v)| !is_empty(v)).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(without_empty).collect()),
+        other => other,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
 fn egress_rules(options: &IsolationOptions) -> Vec<NetworkPolicyEgressRule> {
     let mut rules: Vec<NetworkPolicyEgressRule> = allowed_peers(&options.egress)
         .map(|(peers, ports)| NetworkPolicyEgressRule { to: Some(peers), ports })
@@ -204,6 +236,8 @@ pub struct Defeating {
 /// own policies are left out: they only ever allow what an isolation's allow-lists permit.
 /// A policy already excluded for another isolation still counts: the exclusion is removed
 /// when that other isolation is released, and this one must be on record as needing it.
+/// A policy whose author wrote the exclusion themselves (no isolation is recorded on it)
+/// never selects isolated pods, and is left alone.
 pub fn defeating_policies(policies: &[NetworkPolicy], pod: &Pod) -> Vec<Defeating> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     policies
@@ -211,7 +245,9 @@ pub fn defeating_policies(policies: &[NetworkPolicy], pod: &Pod) -> Vec<Defeatin
         .filter(|p| !is_managed_by_riposte(p))
         .filter_map(|p| {
             let mut selector = p.spec.as_ref()?.pod_selector.clone().unwrap_or_default();
-            if let Some(expressions) = selector.match_expressions.as_mut() {
+            if !excluded_for(p).is_empty()
+                && let Some(expressions) = selector.match_expressions.as_mut()
+            {
                 expressions.retain(|e| *e != exclusion_requirement());
             }
             let openings = openings(p);
@@ -259,7 +295,8 @@ pub fn exclusion_patch(policy: &NetworkPolicy, action_name: &str) -> Option<Valu
     let mut holders = excluded_for(policy);
     let mut exprs = expressions(policy);
     let has_requirement = exprs.contains(&exclusion_requirement());
-    if holders.contains(action_name) && has_requirement {
+    // With nobody recorded, the exclusion is the author's own: release must never remove it.
+    if has_requirement && (holders.is_empty() || holders.contains(action_name)) {
         return None;
     }
     holders.insert(action_name.to_owned());
@@ -538,6 +575,47 @@ mod tests {
         let excluded = apply_merge_patch(&original, &exclusion_patch(&original, "iso-1").unwrap());
         let restored = apply_merge_patch(&excluded, &restore_patch(&excluded, "iso-1").unwrap());
         assert_eq!(restored.spec.unwrap().pod_selector.unwrap(), web);
+    }
+
+    #[test]
+    fn an_exclusion_the_author_wrote_is_neither_taken_over_nor_removed() {
+        let authored = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![exclusion_requirement()]),
+        };
+        let original = policy("allow-web-not-isolated", authored, allow_all_ingress());
+        let isolated = pod(&[("app", "web"), (ISOLATED_LABEL, "iso-1")]);
+        assert!(defeating_policies(std::slice::from_ref(&original), &isolated).is_empty(), "it never selects the pod");
+        assert_eq!(exclusion_patch(&original, "iso-1"), None);
+        assert_eq!(restore_patch(&original, "iso-1"), None, "release leaves it exactly as written");
+        assert!(!may_reopen_isolated_pods(&original));
+    }
+
+    #[test]
+    fn an_isolation_policy_as_stored_is_current_and_any_change_is_drift() {
+        let desired = isolation_policy(&action(None));
+        // The apiserver drops empty rule lists and adds what it manages.
+        let mut stored = desired.clone();
+        let spec = stored.spec.as_mut().unwrap();
+        spec.ingress = None;
+        spec.egress = None;
+        stored.metadata.resource_version = Some("42".into());
+        stored.metadata.generation = Some(1);
+        stored.labels_mut().insert("team".into(), "sec".into());
+        assert!(policy_is_current(&stored, &desired));
+
+        let mut opened = stored.clone();
+        opened.spec.as_mut().unwrap().ingress = Some(vec![NetworkPolicyIngressRule::default()]);
+        assert!(!policy_is_current(&opened, &desired), "an allow-all rule added by someone else");
+        let mut retargeted = stored.clone();
+        retargeted.spec.as_mut().unwrap().pod_selector = Some(LabelSelector::default());
+        assert!(!policy_is_current(&retargeted, &desired));
+        let mut unlabelled = stored.clone();
+        unlabelled.labels_mut().remove(MANAGED_BY_LABEL);
+        assert!(!policy_is_current(&unlabelled, &desired));
+        let mut orphaned = stored;
+        orphaned.metadata.owner_references = None;
+        assert!(!policy_is_current(&orphaned, &desired));
     }
 
     /// RFC 7386 merge patch, as the apiserver applies it to these objects.

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub action_seconds: Family<ActionLabels, Histogram>,
     pub alerts: Family<AlertLabels, Gauge>,
     pub policy_decisions: Family<DecisionLabels, Counter>,
+    pub isolation_repairs: Counter,
 }
 
 impl Metrics {
@@ -60,7 +61,13 @@ impl Metrics {
             action_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
             alerts: Family::default(),
             policy_decisions: Family::default(),
+            isolation_repairs: Counter::default(),
         };
+        registry.register(
+            "riposte_isolation_repairs",
+            "Parts of isolations in place that someone else undid (a label removed, a policy deleted or changed) and Riposte put back",
+            metrics.isolation_repairs.clone(),
+        );
         registry.register(
             "riposte_reconciliations",
             "Reconciliations started, by resource kind",

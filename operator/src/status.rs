@@ -10,6 +10,9 @@ pub mod condition {
     pub const COMPLETED: &str = "Completed";
     /// For Isolate: whether every policy that could let traffic through is handled.
     pub const ISOLATED: &str = "Isolated";
+    /// For Isolate: True while a policy that could not be changed still lets traffic through;
+    /// Riposte keeps retrying.
+    pub const DEGRADED: &str = "Degraded";
     /// For Isolate: whether a NetworkPolicy enforcer appears to run in the cluster.
     pub const ENFORCEMENT: &str = "NetworkPolicyEnforcement";
     /// For an action that requires approval: whether it was approved.
@@ -49,6 +52,12 @@ pub fn set_condition(
 /// a step repeated after a crash or a conflict is recorded once.
 pub fn record(status: &mut ResponseActionStatus, event: &str, message: impl Into<String>, now: &Time) {
     append(&mut status.history, event, message.into(), None, now);
+}
+
+/// Appends a history entry even when the same one is there: for what can happen again,
+/// such as an isolation undone by someone else and put back.
+pub fn record_occurrence(status: &mut ResponseActionStatus, event: &str, message: impl Into<String>, now: &Time) {
+    status.history.push(HistoryEntry { time: now.clone(), event: event.to_owned(), message: message.into(), by: None });
 }
 
 /// Appends a history entry naming who did it, once (see [`record`]).

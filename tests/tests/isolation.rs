@@ -2,8 +2,8 @@
 //! changes, read back from the API.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use riposte::isolation::{EXCLUDED_FOR_ANNOTATION, ISOLATED_LABEL};
 use riposte_crds::Phase;
 use riposte_e2e::{Env, selecting};
@@ -152,7 +152,7 @@ async fn a_policy_created_after_isolation_is_kept_from_selecting_the_pod() {
 }
 
 #[tokio::test]
-async fn an_isolation_that_a_locked_policy_defeats_says_which_policy_instead_of_succeeding() {
+async fn an_isolation_that_a_locked_policy_defeats_says_so_and_completes_once_the_lock_goes() {
     let env = Env::with_operator().await;
     env.namespace("shop").await;
     env.pod("shop", "web-1", &[("app", "web")]).await;
@@ -200,19 +200,39 @@ spec:
     })
     .await;
 
-    let failed = env
-        .run_action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } }), Phase::Failed)
+    env.action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } })).await;
+    let degraded = env
+        .until("the isolation to say it is degraded", || async {
+            let status = env.actions("shop").get("iso").await.ok()?.status?;
+            let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded")?.status == "True";
+            degraded.then_some(status)
+        })
         .await;
-    let message = failed.message.unwrap();
+    assert_eq!(degraded.phase, Some(Phase::Running), "a defeated isolation is not over: it is retried");
+    let message = degraded.message.unwrap();
     assert!(message.contains("NetworkPolicy gitops-allow selects the pod and allows ingress"), "{message}");
     assert!(message.contains("locked"), "the apiserver's reason is kept: {message}");
-    let isolated = failed.conditions.iter().find(|c| c.type_ == "Isolated").unwrap();
+    assert!(message.contains("retrying"), "{message}");
+    let isolated = degraded.conditions.iter().find(|c| c.type_ == "Isolated").unwrap();
     assert_eq!((isolated.status.as_str(), isolated.reason.as_str()), ("False", "DefeatedByPolicy"));
-    // The deny policy stays in place (better than nothing) until released.
+    // The deny policy stays in place meanwhile (better than nothing).
     assert!(env.policies("shop").get_opt("riposte-isolate-iso").await.unwrap().is_some());
+
+    // The obstacle goes away without any NetworkPolicy changing: the retry finds out.
+    let out = env.kubectl(&["delete", "validatingadmissionpolicybinding", "lock-policies"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let held = env.wait_for_phase("shop", "iso", Phase::Succeeded).await.status.unwrap();
+    let degraded = held.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("False", "Whole"));
+    assert_eq!(held.excluded_policies, vec!["gitops-allow".to_string()]);
+    let phases: Vec<_> = held.history.iter().map(|h| h.event.as_str()).collect();
+    assert!(phases.contains(&"IsolationDefeated") && phases.contains(&"PolicyExcluded"), "{phases:?}");
+
     env.action("shop", "rel", json!({ "action": "Release", "target": { "pod": "web-1" } })).await;
     env.wait_for_phase("shop", "rel", Phase::Succeeded).await;
     assert!(env.policies("shop").get_opt("riposte-isolate-iso").await.unwrap().is_none());
+    let restored = env.policies("shop").get("gitops-allow").await.unwrap();
+    assert!(restored.annotations().get(EXCLUDED_FOR_ANNOTATION).is_none());
 }
 
 #[tokio::test]
@@ -350,6 +370,13 @@ async fn a_known_networkpolicy_enforcer_is_reported_in_the_conditions() {
         },
     });
     env.apply::<k8s_openapi::api::apps::v1::DaemonSet>("calico-system", daemonset).await;
+    // There is no node here, so say what the DaemonSet controller says of a running agent
+    // (the real-node suite runs a real enforcer, and stops it).
+    let running = json!({ "status": { "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": 1 } });
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(env.client.clone(), "calico-system")
+        .patch_status("calico-node", &PatchParams::default(), &Patch::Merge(&running))
+        .await
+        .unwrap();
     let status = env
         .run_action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } }), Phase::Succeeded)
         .await;

@@ -6,18 +6,19 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use riposte_crds::{ActionKind, ObjectReference, Phase, ResolvedTarget, ResponseAction};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     Context, ISOLATION_RESYNC, MANAGER, describe_target, fail, is_status, locate_target, now, record_new_comments,
     resolve_target, update_status,
 };
+use crate::enforcer::Enforcement;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::isolation::{self, ISOLATED_LABEL};
@@ -25,6 +26,14 @@ use crate::status::{self, condition};
 
 /// Attempts at changing a policy that other isolations change at the same time.
 const POLICY_CONFLICT_ATTEMPTS: usize = 50;
+/// How soon a degraded isolation (a policy that could not be changed still lets traffic
+/// through) tries again: the obstacle, an admission policy or a missing right, can go away
+/// without any NetworkPolicy changing, so no watch would say so.
+const DEGRADED_RETRY: Duration = Duration::from_secs(5);
+/// The history entry of a repaired isolation.
+const DRIFT_REPAIRED: &str = "DriftRepaired";
+/// The history entry that says the isolation was put in place.
+const POLICY_APPLIED: &str = "PolicyApplied";
 
 pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
     let current = action.status.clone().unwrap_or_default();
@@ -59,8 +68,9 @@ pub async fn apply(action: &ResponseAction, ctx: &Context) -> Result<Action> {
         Some(report) => report,
         None => return pod_gone(action, ctx, &target).await,
     };
+    let whole = report.defeating.is_empty();
     record_report(action, ctx, &pod, report).await?;
-    Ok(Action::requeue(ISOLATION_RESYNC))
+    Ok(Action::requeue(if whole { ISOLATION_RESYNC } else { DEGRADED_RETRY }))
 }
 
 enum Resolution {
@@ -131,11 +141,13 @@ struct IsolationReport {
     excluded: Vec<String>,
     /// Existing policies that still let traffic reach or leave the pod, and why they could not be handled.
     defeating: Vec<String>,
-    enforcer: Option<String>,
+    /// What someone else had undone of an isolation in place, and this pass put back.
+    repaired: Vec<String>,
+    enforcer: Enforcement,
 }
 
-/// Makes the pod isolated: label, policy, exclusions. Idempotent; `None` when the pod
-/// turned out to have been replaced.
+/// Makes the pod isolated: label, policy, exclusions. Idempotent, and writes nothing when
+/// the isolation is whole; `None` when the pod turned out to have been replaced.
 async fn ensure_isolated(
     action: &ResponseAction,
     ctx: &Context,
@@ -144,9 +156,14 @@ async fn ensure_isolated(
 ) -> Result<Option<IsolationReport>> {
     let namespace = namespace_of(action)?;
     let name = action.name_any();
+    let status = action.status.clone().unwrap_or_default();
+    // Once the isolation has been put in place, whatever is missing was undone by someone else.
+    let in_place = status.history.iter().any(|h| h.event == POLICY_APPLIED);
+    let mut repaired = Vec::new();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut pod = pod.clone();
-    if pod.labels().get(ISOLATED_LABEL) != Some(&name) {
+    let label = pod.labels().get(ISOLATED_LABEL).cloned();
+    if label.as_ref() != Some(&name) {
         // The UID in the patch is a precondition: a pod recreated under the same name is never labelled.
         let patch = json!({ "metadata": { "uid": target.uid, "labels": { ISOLATED_LABEL: name } } });
         match pods.patch(&target.pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -154,11 +171,41 @@ async fn ensure_isolated(
             Err(e) if is_status(&e, 409) || is_status(&e, 404) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
+        if in_place {
+            repaired.push(match label {
+                None => format!("the label {ISOLATED_LABEL} had been removed from pod {}", target.pod),
+                Some(other) => format!("the label {ISOLATED_LABEL} of pod {} had been changed to {other}", target.pod),
+            });
+        }
     }
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let policy = isolation::isolation_policy(action);
-    let policy_name = policy.name_any();
-    policies.patch(&policy_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&policy)).await?;
+    let desired = isolation::isolation_policy(action);
+    let policy_name = desired.name_any();
+    match policies.get_opt(&policy_name).await? {
+        Some(existing) if isolation::policy_is_current(&existing, &desired) => {}
+        Some(existing) => {
+            // A replace, not an apply: an apply would keep what another manager added,
+            // such as a matchExpression that makes the policy select nothing.
+            let mut replacement = desired.clone();
+            replacement.metadata.resource_version = existing.resource_version();
+            policies
+                .replace(
+                    &policy_name,
+                    &PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() },
+                    &replacement,
+                )
+                .await?;
+            if in_place {
+                repaired.push(format!("NetworkPolicy {policy_name} had been changed"));
+            }
+        }
+        None => {
+            policies.patch(&policy_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
+            if in_place {
+                repaired.push(format!("NetworkPolicy {policy_name} had been deleted"));
+            }
+        }
+    }
 
     let existing = policies.list(&ListParams::default()).await?.items;
     let mut excluded: Vec<String> =
@@ -168,8 +215,14 @@ async fn ensure_isolated(
         let Some(policy) = existing.iter().find(|p| p.name_any() == found.name) else {
             continue;
         };
+        let reopened = in_place
+            && status.excluded_policies.contains(&found.name)
+            && isolation::exclusion_patch(policy, &name).is_some();
         match patch_policy(&policies, policy.clone(), |p| isolation::exclusion_patch(p, &name)).await? {
             Ok(()) => {
+                if reopened {
+                    repaired.push(format!("NetworkPolicy {} selected the pod again", found.name));
+                }
                 if !excluded.contains(&found.name) {
                     excluded.push(found.name);
                 }
@@ -183,7 +236,7 @@ async fn ensure_isolated(
     }
     excluded.sort();
     let enforcer = ctx.enforcer().await?;
-    Ok(Some(IsolationReport { policy: policy_name, excluded, defeating, enforcer }))
+    Ok(Some(IsolationReport { policy: policy_name, excluded, defeating, repaired, enforcer }))
 }
 
 /// Changes an existing policy with a merge patch computed from its freshest version (the
@@ -229,7 +282,12 @@ async fn record_report(action: &ResponseAction, ctx: &Context, pod: &Pod, report
     let message = if held {
         format!("pod {} is isolated by NetworkPolicy {}", pod.name_any(), report.policy)
     } else {
-        format!("isolation of pod {} is not guaranteed: {}", pod.name_any(), report.defeating.join("; "))
+        format!(
+            "isolation of pod {} is not guaranteed: {}; retrying every {}s and whenever a NetworkPolicy of the namespace changes",
+            pod.name_any(),
+            report.defeating.join("; "),
+            DEGRADED_RETRY.as_secs()
+        )
     };
     update_status(ctx, action, |s| {
         s.created_objects = vec![ObjectReference {
@@ -240,32 +298,45 @@ async fn record_report(action: &ResponseAction, ctx: &Context, pod: &Pod, report
         }];
         s.excluded_policies = report.excluded.clone();
         status::record(s, "PodLabelled", format!("labelled pod {} {ISOLATED_LABEL}={}", pod.name_any(), action.name_any()), &now);
-        status::record(s, "PolicyApplied", format!("NetworkPolicy {} denies all traffic not allowed by the isolation options", report.policy), &now);
+        status::record(s, POLICY_APPLIED, format!("NetworkPolicy {} denies all traffic not allowed by the isolation options", report.policy), &now);
         for excluded in &report.excluded {
             status::record(s, "PolicyExcluded", format!("NetworkPolicy {excluded} selected the pod and allowed traffic; it no longer selects it"), &now);
         }
+        for repair in &report.repaired {
+            status::record_occurrence(s, DRIFT_REPAIRED, format!("{repair}; put back"), &now);
+        }
         match &report.enforcer {
-            Some(found) => status::set_condition(&mut s.conditions, condition::ENFORCEMENT, "True", "EnforcerFound", &format!("NetworkPolicies are enforced by {found}"), generation, &now),
-            None => status::set_condition(&mut s.conditions, condition::ENFORCEMENT, "Unknown", "NoKnownEnforcer", "no well-known NetworkPolicy enforcer (Calico, Cilium, Antrea, ...) was found; without one, isolation has no effect", generation, &now),
+            Enforcement::Running(found) => status::set_condition(&mut s.conditions, condition::ENFORCEMENT, "True", "EnforcerFound", &format!("NetworkPolicies are enforced by {found}"), generation, &now),
+            Enforcement::NotRunning(found) => status::set_condition(&mut s.conditions, condition::ENFORCEMENT, "Unknown", "EnforcerNotReady", &format!("the NetworkPolicy enforcer {found} has no ready pod; until it runs, isolation has no effect"), generation, &now),
+            Enforcement::Unknown => status::set_condition(&mut s.conditions, condition::ENFORCEMENT, "Unknown", "NoKnownEnforcer", "no well-known NetworkPolicy enforcer (Calico, Cilium, Antrea, ...) was found; without one, isolation has no effect", generation, &now),
         }
         if held {
             status::set_condition(&mut s.conditions, condition::ISOLATED, "True", "PolicyApplied", &message, generation, &now);
+            status::set_condition(&mut s.conditions, condition::DEGRADED, "False", "Whole", "every policy that could let traffic through is handled", generation, &now);
             status::set_condition(&mut s.conditions, condition::COMPLETED, "True", "Isolated", &message, generation, &now);
             status::transition(s, Phase::Succeeded, message.clone(), &now);
         } else {
             status::set_condition(&mut s.conditions, condition::ISOLATED, "False", "DefeatedByPolicy", &message, generation, &now);
+            status::set_condition(&mut s.conditions, condition::DEGRADED, "True", "DefeatedByPolicy", &message, generation, &now);
             status::set_condition(&mut s.conditions, condition::COMPLETED, "False", "DefeatedByPolicy", &message, generation, &now);
             status::record(s, "IsolationDefeated", message.clone(), &now);
-            status::transition(s, Phase::Failed, message.clone(), &now);
+            status::transition(s, Phase::Running, message.clone(), &now);
         }
     })
     .await?;
-    let now_phase = if held { Phase::Succeeded } else { Phase::Failed };
+    let now_phase = if held { Phase::Succeeded } else { Phase::Running };
     if was != Some(now_phase) {
         info!(action = %action.name_any(), %namespace, phase = now_phase.as_str(), "{message}");
         let (kind, reason) =
             if held { (EventType::Normal, "Isolated") } else { (EventType::Warning, "IsolationDefeated") };
         ctx.publish_both(action, Some(pod), kind, reason, message).await;
+    }
+    if !report.repaired.is_empty() {
+        let repairs = report.repaired.join("; ");
+        warn!(action = %action.name_any(), %namespace, "isolation tampered with: {repairs}");
+        ctx.metrics.isolation_repairs.inc_by(report.repaired.len() as u64);
+        ctx.publish_both(action, Some(pod), EventType::Warning, "IsolationRepaired", format!("{repairs}; put back"))
+            .await;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -53,11 +54,11 @@ use crate::status::{self, condition};
 pub const MANAGER: &str = "riposte";
 /// Keeps an Isolate action until its isolation is undone.
 pub const FINALIZER: &str = "riposte.dev/release-isolation";
-/// How often a successful isolation is checked again for drift (a removed label, a policy
-/// edited back by GitOps); NetworkPolicy changes trigger a check at once.
+/// How often a successful isolation is checked again, in case a watch event was missed:
+/// changes to the isolated pod's label and to NetworkPolicies trigger a check at once.
 const ISOLATION_RESYNC: Duration = Duration::from_secs(300);
 /// How long an enforcer detection is trusted.
-const ENFORCER_CACHE: Duration = Duration::from_secs(60);
+const ENFORCER_CACHE: Duration = Duration::from_secs(10);
 /// Attempts at a status write that conflicts with concurrent writers before requeueing.
 const CONFLICT_ATTEMPTS: usize = 8;
 
@@ -95,7 +96,7 @@ pub struct Context {
     /// wake each other instead of polling).
     wake: UnboundedSender<ObjectRef<ResponseAction>>,
     failures: Mutex<HashMap<String, u32>>,
-    enforcer: Mutex<Option<(Instant, Option<String>)>>,
+    enforcer: Mutex<Option<(Instant, enforcer::Enforcement)>>,
 }
 
 impl Context {
@@ -140,8 +141,8 @@ impl Context {
         }
     }
 
-    /// The well-known NetworkPolicy enforcer found in the cluster, if any; cached briefly.
-    async fn enforcer(&self) -> Result<Option<String>> {
+    /// What the cluster shows of NetworkPolicy enforcement; cached briefly.
+    async fn enforcer(&self) -> Result<enforcer::Enforcement> {
         let cached = self.enforcer.lock().expect("enforcer cache lock").clone();
         if let Some((_, found)) = cached.filter(|(at, _)| at.elapsed() < ENFORCER_CACHE) {
             return Ok(found);
@@ -227,10 +228,20 @@ pub async fn run(
     });
 
     let policy_store = ctx.actions.clone();
+    let pod_store = ctx.actions.clone();
+    // Only pods that carry the isolation label, and only their metadata: a label removed
+    // arrives as the pod leaving the watch, with the labels it had.
+    let isolated_pods = watcher(
+        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        watcher::Config::default().labels(isolation::ISOLATED_LABEL),
+    )
+    .default_backoff()
+    .touched_objects();
     let action_controller = Controller::for_shared_stream(actions.subscribe(), ctx.actions.clone())
         .watches(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default(), move |policy| {
             isolations_affected_by(&policy_store, &policy)
         })
+        .watches_stream(isolated_pods, move |pod| isolations_of_pod(&pod_store, &pod))
         .reconcile_on(woken)
         .shutdown_on_signal()
         .run(reconcile_action, action_error_policy, ctx.clone())
@@ -299,11 +310,22 @@ pub async fn run(
 /// isolated pod wakes nobody: Riposte's own, one that allows nothing, and one that already
 /// excludes isolated pods (else every exclusion of a shared policy would wake every
 /// isolation of the namespace).
+///
+/// Riposte's own policy wakes its isolation, which puts it back if someone deleted or changed it.
 fn isolations_affected_by(store: &Store<ResponseAction>, policy: &NetworkPolicy) -> Vec<ObjectRef<ResponseAction>> {
+    let namespace = policy.namespace();
+    if isolation::is_managed_by_riposte(policy) {
+        return policy
+            .labels()
+            .get(isolation::ACTION_LABEL)
+            .zip(namespace)
+            .map(|(action, ns)| ObjectRef::new(action).within(&ns))
+            .into_iter()
+            .collect();
+    }
     if !isolation::may_reopen_isolated_pods(policy) {
         return Vec::new();
     }
-    let namespace = policy.namespace();
     store
         .state()
         .iter()
@@ -311,6 +333,26 @@ fn isolations_affected_by(store: &Store<ResponseAction>, policy: &NetworkPolicy)
         .filter(|a| matches!(a.status.as_ref().and_then(|s| s.phase), Some(Phase::Running | Phase::Succeeded)))
         .map(|a| ObjectRef::from(a.as_ref()))
         .collect()
+}
+
+/// The isolations of a pod whose isolation label changed or went: the one its label names,
+/// and those that resolved this very pod (someone may have relabelled it for another).
+fn isolations_of_pod(store: &Store<ResponseAction>, pod: &PartialObjectMeta<Pod>) -> Vec<ObjectRef<ResponseAction>> {
+    let Some(namespace) = pod.namespace() else {
+        return Vec::new();
+    };
+    let uid = pod.uid();
+    let mut isolations: Vec<ObjectRef<ResponseAction>> = store
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()) && a.spec.action == ActionKind::Isolate)
+        .filter(|a| uid.is_some() && a.status.as_ref().and_then(|s| s.target.as_ref()).map(|t| &t.uid) == uid.as_ref())
+        .map(|a| ObjectRef::from(a.as_ref()))
+        .collect();
+    if let Some(labelled) = pod.labels().get(isolation::ISOLATED_LABEL) {
+        isolations.push(ObjectRef::new(labelled).within(&namespace));
+    }
+    isolations
 }
 
 async fn reconcile_action(action: Arc<ResponseAction>, ctx: Arc<Context>) -> Result<Action> {

@@ -738,6 +738,11 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
         labelled["metadata"]["labels"]["riposte.dev/isolated"] = json!("cut-web");
         label.ok(&labelled);
 
+        server.expect(Method::GET, &policy_path("riposte-isolate-cut-web")).await.fail(
+            404,
+            "NotFound",
+            "networkpolicies.networking.k8s.io \"riposte-isolate-cut-web\" not found",
+        );
         let apply = server.expect(Method::PATCH, &policy_path("riposte-isolate-cut-web")).await;
         assert_eq!(apply.query.get("fieldManager").map(String::as_str), Some("riposte"));
         assert_eq!(apply.query.get("force").map(String::as_str), Some("true"));
@@ -790,6 +795,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
                         { "name": "calico-node", "image": "calico/node" },
                     ] } },
                 },
+                "status": { "currentNumberScheduled": 3, "desiredNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": 3 },
             }],
         }));
 
@@ -815,6 +821,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
             .collect();
         let expected: BTreeMap<String, (String, String)> = [
             ("Completed", ("True", "Isolated")),
+            ("Degraded", ("False", "Whole")),
             ("Isolated", ("True", "PolicyApplied")),
             ("NetworkPolicyEnforcement", ("True", "EnforcerFound")),
         ]
@@ -840,6 +847,7 @@ async fn isolate_labels_the_pod_applies_its_policy_and_excludes_allowing_policie
             (Method::PATCH, status_path(NS, "cut-web")),
             (Method::GET, pod_path(NS)),
             (Method::PATCH, pod_path(NS)),
+            (Method::GET, policy_path("riposte-isolate-cut-web")),
             (Method::PATCH, policy_path("riposte-isolate-cut-web")),
             (Method::GET, format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")),
             (Method::PATCH, policy_path("allow-web")),
