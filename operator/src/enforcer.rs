@@ -109,7 +109,10 @@ mod tests {
     #[test]
     fn an_enforcer_with_no_ready_pod_does_not_enforce() {
         let stopped = ds("kube-system", "kube-router", &["kube-router"]);
-        assert_eq!(known_enforcer(std::slice::from_ref(&stopped)), Enforcement::NotRunning("kube-system/kube-router".into()));
+        assert_eq!(
+            known_enforcer(std::slice::from_ref(&stopped)),
+            Enforcement::NotRunning("kube-system/kube-router".into())
+        );
         assert_eq!(known_enforcer(&[ready(stopped, 0)]), Enforcement::NotRunning("kube-system/kube-router".into()));
         assert_eq!(
             known_enforcer(&[
