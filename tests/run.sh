@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Riposte's whole test suite: formatting, lints, CRD drift, unit and mocked-API tests,
-# and the suites against a real kube-apiserver and etcd. Builds what it needs on first use
-# (etcd, kube-apiserver, Helm and, when missing, kubectl from Go modules, cached under
-# ~/.cache/riposte).
+# the suites against a real kube-apiserver and etcd, and the suites on a real node
+# (docs/testing-node.md). Builds what it needs on first use (etcd, kube-apiserver, the node's
+# Kubernetes binaries, kube-router, Helm and, when missing, kubectl from Go modules, and the
+# test images, cached under ~/.cache/riposte) and installs the node's Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,23 @@ if ! command -v kubectl >/dev/null 2>&1; then
     rm -rf "$work"
   fi
   export PATH="$kubectl_dir:$PATH"
+fi
+
+# The node suites run containerd, runc and the CNI bridge from Debian's packages, and
+# images made of busybox-static and a debootstrap rootfs.
+node_packages="containerd runc containernetworking-plugins iptables ipset conntrack busybox-static debootstrap"
+missing_packages=""
+for package in $node_packages; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_packages="$missing_packages $package"
+done
+if [ -n "$missing_packages" ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "tests/run.sh: the node suites need these Debian packages:$missing_packages (and root to run them)" >&2
+    exit 1
+  fi
+  echo "==> installing the node's host packages:$missing_packages"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing_packages
 fi
 
 echo "==> formatting and lints"

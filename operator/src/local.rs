@@ -39,6 +39,34 @@ pub struct Options {
     pub extraapiserver_args: Vec<String>,
     /// Send the apiserver's audit events to this webhook, with the chart's audit policy.
     pub audit_webhook: Option<AuditWebhookTarget>,
+    /// Serve a node: without it the control plane is API-only (RBAC authorization, no
+    /// ServiceAccount admission, since nothing would create the ServiceAccounts it wants).
+    pub node: Option<NodeAccess>,
+}
+
+/// What a control plane needs to serve one real node (its kubelet, controller-manager and
+/// scheduler): Node,RBAC authorization with NodeRestriction, ServiceAccount admission (a
+/// kube-controller-manager must then run its ServiceAccount and root CA controllers), a
+/// bearer token for `system:node:<name>`, and a client certificate for the apiserver's own
+/// requests to the kubelet (exec, logs, port-forward).
+#[derive(Clone, Debug)]
+pub struct NodeAccess {
+    pub node_name: String,
+    /// Where the apiserver binds and what it advertises: an address of this host that the
+    /// node's pods can reach, unlike loopback. The apiserver's certificate is made for it.
+    pub address: std::net::IpAddr,
+}
+
+/// The node's credentials and the files a node's components need, made by
+/// [`LocalControlPlane::start`] for [`Options::node`].
+#[derive(Clone, Debug)]
+pub struct NodeCredentials {
+    /// Bearer token of `system:node:<name>`, in group `system:nodes`.
+    pub node_token: String,
+    /// The CA that signed the apiserver's client certificate: the kubelet's `clientCAFile`.
+    pub kubelet_client_ca: PathBuf,
+    /// The ServiceAccount signing key: kube-controller-manager's `--service-account-private-key-file`.
+    pub service_account_key: PathBuf,
 }
 
 /// The chart's audit policy: what the apiserver records, at which level, for the rules.
@@ -70,31 +98,22 @@ impl LocalAuditWebhook {
 
     /// As [`LocalAuditWebhook::bind`], also accepting a bearer token.
     pub async fn bind_with(max_body_bytes: usize, token: Option<String>) -> Result<LocalAuditWebhook> {
-        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-        let fail = |what: &str, e: rcgen::Error| Error::LocalControlPlane(format!("audit webhook {what}: {e}"));
-        let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
-        let mut ca_params = CertificateParams::new(Vec::new()).map_err(|e| fail("CA", e))?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "riposte-local-audit-ca");
-        let ca = ca_params.self_signed(&ca_key).map_err(|e| fail("CA", e))?;
-        let issuer = Issuer::new(ca_params, ca_key);
-        let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, common_name: &str| {
-            let key = KeyPair::generate().map_err(|e| fail("key", e))?;
-            let mut params = CertificateParams::new(names).map_err(|e| fail("certificate", e))?;
-            params.extended_key_usages = vec![usage];
-            params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-            let certificate = params.signed_by(&key, &issuer).map_err(|e| fail("certificate", e))?;
-            Ok::<_, Error>((certificate.pem(), key.serialize_pem()))
-        };
-        let (server_cert, server_key) =
-            issue(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "riposte-audit")?;
-        let (client_cert, client_key) = issue(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "kube-apiserver")?;
+        use rcgen::ExtendedKeyUsagePurpose;
+        let ca = TestCa::new("riposte-local-audit-ca")?;
+        let (server_cert, server_key) = ca.issue(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "riposte-audit",
+            None,
+        )?;
+        let (client_cert, client_key) =
+            ca.issue(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "kube-apiserver", None)?;
 
         // The webhook reads its certificates from files, as in a pod; they are not needed
         // once loaded.
         let dir = std::env::temp_dir().join(format!("riposte-audit-{}-{}", std::process::id(), unique_suffix()));
         std::fs::create_dir_all(&dir).map_err(io("create the audit webhook's directory"))?;
-        let files = [("ca.crt", ca.pem()), ("tls.crt", server_cert), ("tls.key", server_key)];
+        let files = [("ca.crt", ca.pem.clone()), ("tls.crt", server_cert), ("tls.key", server_key)];
         for (name, content) in &files {
             std::fs::write(dir.join(name), content).map_err(io("write the audit webhook's certificates"))?;
         }
@@ -114,7 +133,7 @@ impl LocalAuditWebhook {
             webhook,
             target: AuditWebhookTarget {
                 url,
-                ca_pem: ca.pem(),
+                ca_pem: ca.pem,
                 client_cert_pem: client_cert,
                 client_key_pem: client_key,
             },
@@ -122,13 +141,56 @@ impl LocalAuditWebhook {
     }
 }
 
-/// A running etcd and kube-apiserver on loopback; stopped and removed when dropped.
+/// A throwaway certificate authority for the local control plane's certificates.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(common_name: &str) -> Result<TestCa> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().map_err(|e| cert_error("CA key", e))?;
+        let mut params = CertificateParams::new(Vec::new()).map_err(|e| cert_error("CA", e))?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        let pem = params.self_signed(&key).map_err(|e| cert_error("CA", e))?.pem();
+        Ok(TestCa { issuer: rcgen::Issuer::new(params, key), pem })
+    }
+
+    /// A certificate and its key (PEM) for these names, as `common_name` in `organization`.
+    fn issue(
+        &self,
+        names: Vec<String>,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> Result<(String, String)> {
+        let key = rcgen::KeyPair::generate().map_err(|e| cert_error("key", e))?;
+        let mut params = rcgen::CertificateParams::new(names).map_err(|e| cert_error("certificate", e))?;
+        params.extended_key_usages = vec![usage];
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        if let Some(organization) = organization {
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
+        }
+        let certificate = params.signed_by(&key, &self.issuer).map_err(|e| cert_error("certificate", e))?;
+        Ok((certificate.pem(), key.serialize_pem()))
+    }
+}
+
+fn cert_error(what: &str, e: rcgen::Error) -> Error {
+    Error::LocalControlPlane(format!("local certificate {what}: {e}"))
+}
+
+/// A running etcd and kube-apiserver on loopback (or, serving a node, on the node's
+/// address); stopped and removed when dropped.
 pub struct LocalControlPlane {
     dir: PathBuf,
     keep_dir: bool,
     server: String,
     admin_token: String,
     kubeconfig: PathBuf,
+    node: Option<NodeCredentials>,
     // Dropping the children kills them (kill_on_drop), apiserver first.
     apiserver: Child,
     etcd_process: Child,
@@ -160,7 +222,13 @@ impl LocalControlPlane {
 
         let admin_token = random_token();
         let mut tokens = format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n");
-        for user in &options.users {
+        let mut users = options.users.clone();
+        let node_token = random_token();
+        if let Some(node) = &options.node {
+            let name = format!("system:node:{}", node.node_name);
+            users.push(StaticUser { name, token: node_token.clone(), groups: vec!["system:nodes".into()] });
+        }
+        for user in &users {
             tokens.push_str(&format!("{},{},{},\"{}\"\n", user.token, user.name, user.name, user.groups.join(",")));
         }
         std::fs::write(dir.join("tokens.csv"), tokens).map_err(io("write the token file"))?;
@@ -188,31 +256,46 @@ impl LocalControlPlane {
             ]),
             &dir.join("etcd.log"),
         )?;
+        let address = options.node.as_ref().map_or(std::net::IpAddr::from([127, 0, 0, 1]), |n| n.address);
         let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--authorization-mode=RBAC".into(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
+            format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", dir.join("sa.pub").display()),
             format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
-            // No controller-manager creates the default ServiceAccounts that this plugin wants.
-            "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
         ];
+        let node = match &options.node {
+            None => {
+                args.push("--authorization-mode=RBAC".into());
+                // No controller-manager creates the default ServiceAccounts that this plugin wants.
+                args.push("--disable-admission-plugins=ServiceAccount".into());
+                None
+            }
+            Some(_) => {
+                args.extend(kubelet_client_args(&dir)?);
+                Some(NodeCredentials {
+                    node_token,
+                    kubelet_client_ca: dir.join("kubelet-client-ca.crt"),
+                    service_account_key: dir.join("sa.key"),
+                })
+            }
+        };
         if let Some(target) = &options.audit_webhook {
             args.extend(audit_webhook_args(&dir, target)?);
         }
         args.extend(options.extraapiserver_args.iter().cloned());
         let apiserver = spawn(Command::new(bin.join("kube-apiserver")).args(&args), &dir.join("kube-apiserver.log"))?;
 
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{}", std::net::SocketAddr::from((address, api_port)));
         let kubeconfig = dir.join("kubeconfig");
         let mut plane = LocalControlPlane {
+            node,
             keep_dir: std::env::var_os("RIPOSTE_KEEP_CONTROL_PLANE_DIR").is_some(),
             dir,
             server,
@@ -257,15 +340,10 @@ impl LocalControlPlane {
         if exited.is_none() && Instant::now() < deadline {
             return Ok(());
         }
-        let tail = |f: &str| {
-            let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-            text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-        };
         Err(Error::LocalControlPlane(format!(
-            "{} while waiting for {waiting_for}\n--- etcd.log ---\n{}\n--- kube-apiserver.log ---\n{}",
+            "{} while waiting for {waiting_for}\n{}",
             exited.unwrap_or_else(|| "timed out".to_owned()),
-            tail("etcd.log"),
-            tail("kube-apiserver.log")
+            self.log_tail()
         )))
     }
 
@@ -274,7 +352,7 @@ impl LocalControlPlane {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: riposte-local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: riposte-local\n  context:\n    cluster: riposte-local\n    user: {user}\ncurrent-context: riposte-local\n",
             server = self.server,
-            ca = self.dir.join("certs/apiserver.crt").display(),
+            ca = self.ca_path().display(),
         )
     }
 
@@ -285,6 +363,39 @@ impl LocalControlPlane {
 
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The CA bundle that verifies the apiserver's serving certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("certs/apiserver.crt")
+    }
+
+    /// The end of the apiserver's and etcd's logs, for errors that the control plane may explain.
+    pub fn log_tail(&self) -> String {
+        format!(
+            "--- etcd.log ---\n{}\n--- kube-apiserver.log ---\n{}",
+            tail_of(&self.dir.join("etcd.log"), 15),
+            tail_of(&self.dir.join("kube-apiserver.log"), 15)
+        )
+    }
+
+    /// The directory of its data, certificates and logs (removed when dropped).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The process IDs of kube-apiserver and etcd, for a harness that must find them again
+    /// after its own process was killed.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        [("etcd", self.etcd_process.id()), ("kube-apiserver", self.apiserver.id())]
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name, pid?)))
+            .collect()
+    }
+
+    /// What a node needs, when started with [`Options::node`].
+    pub fn node_credentials(&self) -> Option<&NodeCredentials> {
+        self.node.as_ref()
     }
 
     /// A client authenticated as the admin (system:masters).
@@ -309,6 +420,42 @@ impl Drop for LocalControlPlane {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The Service network of the local control plane.
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
+
+/// Makes the apiserver's client certificate for kubelets (in system:masters, as kubeadm's
+/// was, so that a kubelet authorising by webhook lets it exec, read logs and port-forward)
+/// and the CA a kubelet trusts it by; returns the flags for a node.
+fn kubelet_client_args(dir: &Path) -> Result<Vec<String>> {
+    let ca = TestCa::new("riposte-local-kubelet-client-ca")?;
+    let (cert, key) = ca.issue(
+        Vec::new(),
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+    )?;
+    for (name, content) in
+        [("kubelet-client-ca.crt", &ca.pem), ("kubelet-client.crt", &cert), ("kubelet-client.key", &key)]
+    {
+        std::fs::write(dir.join(name), content).map_err(io("write the kubelet client certificate"))?;
+    }
+    Ok(vec![
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        format!("--kubelet-client-certificate={}", dir.join("kubelet-client.crt").display()),
+        format!("--kubelet-client-key={}", dir.join("kubelet-client.key").display()),
+        "--kubelet-preferred-address-types=InternalIP".into(),
+    ])
+}
+
+/// The last `lines` lines of a log file (empty if it cannot be read).
+pub fn tail_of(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.reverse();
+    last.join("\n")
 }
 
 /// Writes the audit policy and the webhook's kubeconfig, and returns the flags that use them.
@@ -398,25 +545,45 @@ pub fn cache_dir() -> PathBuf {
 /// Builds etcd and kube-apiserver unless the cache has them; returns their directory.
 pub async fn ensure_binaries() -> Result<PathBuf> {
     let bin = cache_dir().join("controlplane").join(KUBERNETES_VERSION);
-    if bin.join("kube-apiserver").exists() && bin.join("etcd").exists() {
-        return Ok(bin);
+    build_unless_cached(&bin, &["kube-apiserver", "etcd"], &[KUBERNETES_VERSION, ETCD_VERSION]).await?;
+    Ok(bin)
+}
+
+/// Builds kubelet, kube-controller-manager and kube-scheduler unless the cache has them;
+/// returns their directory.
+pub async fn ensure_node_binaries() -> Result<PathBuf> {
+    let bin = cache_dir().join("node").join(KUBERNETES_VERSION);
+    let names = ["kubelet", "kube-controller-manager", "kube-scheduler"];
+    build_unless_cached(&bin, &names, &["--node", KUBERNETES_VERSION]).await?;
+    Ok(bin)
+}
+
+/// Runs `build.sh` with `args` (the output directory goes after a leading `--flag`) when
+/// one of `names` is missing from `bin`.
+async fn build_unless_cached(bin: &Path, names: &[&str], args: &[&str]) -> Result<()> {
+    if names.iter().all(|name| bin.join(name).exists()) {
+        return Ok(());
     }
-    std::fs::create_dir_all(&bin).map_err(io("create the binary cache"))?;
+    std::fs::create_dir_all(bin).map_err(io("create the binary cache"))?;
     let script = bin.join("build.sh");
     std::fs::write(&script, BUILD_SCRIPT).map_err(io("write the build script"))?;
+    let (flags, versions) = args.split_at(args.iter().take_while(|a| a.starts_with("--")).count());
     let status = Command::new("bash")
         .arg(&script)
-        .args([bin.as_os_str(), KUBERNETES_VERSION.as_ref(), ETCD_VERSION.as_ref()])
+        .args(flags)
+        .arg(bin)
+        .args(versions)
         .stdin(Stdio::null())
         .status()
         .await
-        .map_err(io("run the control plane build (is Go installed?)"))?;
+        .map_err(io("run the Kubernetes build (is Go installed?)"))?;
     if !status.success() {
         return Err(Error::LocalControlPlane(format!(
-            "building etcd and kube-apiserver failed ({status}); see the output above"
+            "building {} failed ({status}); see the output above",
+            names.join(", ")
         )));
     }
-    Ok(bin)
+    Ok(())
 }
 
 fn spawn(command: &mut Command, log: &Path) -> Result<Child> {

@@ -2,6 +2,8 @@
 //! CRDs from `crds/`, and the operator running in-process against them.
 #![forbid(unsafe_code)]
 
+pub mod node;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -509,7 +511,7 @@ pub fn selecting(policies: &[NetworkPolicy], pod: &Pod) -> Vec<String> {
     names
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("RIPOSTE_TEST_LOG").unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),

@@ -1,0 +1,3 @@
+module riposte.dev/test-node
+
+go 1.23
