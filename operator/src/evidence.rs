@@ -121,6 +121,64 @@ pub fn package(
     (config_map, record)
 }
 
+/// What a fetch of a log's last lines showed. The kubelet's `limitBytes` keeps the *start*
+/// of what it returns, so the newest lines are asked for by count (`tailLines`), as many as
+/// it takes to fill the limit, with `limitBytes` only as a cap on one answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogWindow {
+    /// At least the limit: keep its end ([`keep_latest`]).
+    Enough,
+    /// Fewer lines than asked for: this is the whole log.
+    Whole,
+    /// Not yet the limit: ask for more lines.
+    TooFew,
+    /// The cap cut the answer, so its end may not be the newest line: ask for fewer.
+    Capped,
+}
+
+/// How many lines to ask for first: an estimate at 100 bytes a line.
+pub fn first_log_window(limit_bytes: usize) -> i64 {
+    (limit_bytes / 100).max(16) as i64
+}
+
+/// The cap on one answer: four times the limit, so that doubling the lines asked for after
+/// [`LogWindow::TooFew`] rarely meets it.
+pub fn log_fetch_cap(limit_bytes: usize) -> usize {
+    limit_bytes * 4
+}
+
+/// Judges what `tail_lines` lines of a log, fetched with [`log_fetch_cap`], gave.
+pub fn judge_log_window(text: &str, tail_lines: i64, limit_bytes: usize) -> LogWindow {
+    if text.len() >= log_fetch_cap(limit_bytes) {
+        LogWindow::Capped
+    } else if text.len() >= limit_bytes {
+        LogWindow::Enough
+    } else if (text.lines().count() as i64) < tail_lines {
+        LogWindow::Whole
+    } else {
+        LogWindow::TooFew
+    }
+}
+
+/// The newest whole lines of `text` that fit in `limit_bytes`; the end of the last line
+/// when it alone is longer.
+pub fn keep_latest(text: &str, limit_bytes: usize) -> String {
+    if text.len() <= limit_bytes {
+        return text.to_owned();
+    }
+    let mut start = text.len() - limit_bytes;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    // From the first line that starts inside the window, unless that leaves nothing.
+    match text[start..].find('\n') {
+        Some(newline) if start + newline + 1 < text.len() && text.as_bytes()[start - 1] != b'\n' => {
+            text[start + newline + 1..].to_owned()
+        }
+        _ => text[start..].to_owned(),
+    }
+}
+
 /// One line for the history: what was kept, and what is missing.
 pub fn summary(record: &EvidenceRecord) -> String {
     let kept: Vec<String> =
@@ -140,6 +198,29 @@ pub fn summary(record: &EvidenceRecord) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_newest_whole_lines_are_kept() {
+        let log: String = (1..=100).map(|i| format!("line {i:04}\n")).collect();
+        let kept = super::keep_latest(&log, 35);
+        assert_eq!(kept, "line 0098\nline 0099\nline 0100\n", "whole lines, the newest");
+        assert_eq!(super::keep_latest(&log, 30), "line 0098\nline 0099\nline 0100\n", "a window on a line boundary");
+        assert_eq!(super::keep_latest("short\n", 100), "short\n");
+        assert_eq!(super::keep_latest("one very long line\n", 5), "line\n", "the end of a line longer than the limit");
+        assert_eq!(super::keep_latest("ééé", 3), "é", "never inside a character");
+    }
+
+    #[test]
+    fn the_log_window_grows_until_it_holds_the_limit_and_shrinks_when_capped() {
+        use super::{LogWindow, judge_log_window};
+        let lines =
+            |n: usize, width: usize| -> String { (0..n).map(|_| format!("{}\n", "x".repeat(width - 1))).collect() };
+        assert_eq!(judge_log_window(&lines(10, 10), 10, 1024), LogWindow::TooFew);
+        assert_eq!(judge_log_window(&lines(7, 10), 10, 1024), LogWindow::Whole);
+        assert_eq!(judge_log_window(&lines(103, 10), 103, 1024), LogWindow::Enough);
+        assert_eq!(judge_log_window(&lines(10, 500), 10, 1024), LogWindow::Capped);
+        assert_eq!(judge_log_window("", 16, 1024), LogWindow::Whole);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -1,7 +1,9 @@
 //! Isolation latency against a real kube-apiserver on loopback: from the creation of an
 //! Isolate ResponseAction to the moment it is seen `Succeeded` with its policy in place,
 //! over many actions on different pods, a fixed number at a time. In the same run, the
-//! floor: the bare API calls an isolation needs, made directly by this process.
+//! floor: the bare API calls an isolation needs, made directly by this process. Then drift
+//! repair: an isolation's label removed or its policy deleted, one at a time, until a reader
+//! sees it whole again; its floor is the one call that puts it back, made directly.
 //!
 //! `cargo bench -p riposte-e2e --bench isolation_latency [-- ACTIONS CONCURRENCY]`
 
@@ -41,7 +43,62 @@ async fn main() {
         let operator = run_operator_batch(&env, &riposte_ns, actions, concurrency).await;
         let floor = run_floor_batch(&env, &floor_ns, actions, concurrency).await;
         report(scenario, &operator, &floor);
+        if shared_policy {
+            let repairs = actions.min(100);
+            let (label, label_floor, policy, policy_floor) = drift_repair(&env, &riposte_ns, repairs).await;
+            report(&format!("drift repair: isolation label removed ({repairs} times)"), &label, &label_floor);
+            report(&format!("drift repair: isolation policy deleted ({repairs} times)"), &policy, &policy_floor);
+        }
     }
+}
+
+/// Breaks isolation `iso-i` of `pod-i` for i in 0..n, one at a time, first by removing the
+/// pod's label, then by deleting its policy, and times each until it is whole again. The
+/// floors put the same things back directly.
+async fn drift_repair(env: &Env, ns: &str, n: usize) -> (Batch, Batch, Batch, Batch) {
+    let pods: Api<Pod> = env.pods(ns);
+    let policies: Api<NetworkPolicy> = env.policies(ns);
+    let poll = Duration::from_millis(5);
+    let (mut label, mut label_floor, mut policy, mut policy_floor) = (vec![], vec![], vec![], vec![]);
+    let start = Instant::now();
+    for i in 0..n {
+        let (pod, action) = (format!("pod-{i}"), format!("iso-{i}"));
+        let unlabel = json!({ "metadata": { "labels": { ISOLATED_LABEL: null } } });
+        pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+        let broken = Instant::now();
+        while pods.get(&pod).await.unwrap().labels().get(ISOLATED_LABEL) != Some(&action) {
+            tokio::time::sleep(poll).await;
+        }
+        label.push(broken.elapsed());
+
+        let name = isolation::policy_name(&action);
+        let desired = isolation::isolation_policy(&env.actions(ns).get(&action).await.unwrap());
+        policies.delete(&name, &Default::default()).await.unwrap();
+        let broken = Instant::now();
+        while !policies.get_opt(&name).await.unwrap().is_some_and(|p| isolation::policy_is_current(&p, &desired)) {
+            tokio::time::sleep(poll).await;
+        }
+        policy.push(broken.elapsed());
+    }
+    let wall = start.elapsed();
+    // The floors, on a pod and a policy that no isolation watches over.
+    env.pod(ns, "floor-pod", &[]).await;
+    let floor_start = Instant::now();
+    for i in 0..n {
+        let relabel = json!({ "metadata": { "labels": { "floor": i.to_string() } } });
+        let begun = Instant::now();
+        pods.patch("floor-pod", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+        label_floor.push(begun.elapsed());
+        let unowned = json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": { "name": "floor-policy" },
+                              "spec": { "podSelector": { "matchLabels": { "floor": "x" } }, "policyTypes": ["Ingress", "Egress"] } });
+        policies.delete("floor-policy", &Default::default()).await.ok();
+        let begun = Instant::now();
+        policies.patch("floor-policy", &PatchParams::apply("bench").force(), &Patch::Apply(&unowned)).await.unwrap();
+        policy_floor.push(begun.elapsed());
+    }
+    let floor_wall = floor_start.elapsed();
+    let batch = |latencies, wall| Batch { latencies, wall };
+    (batch(label, wall), batch(label_floor, floor_wall), batch(policy, wall), batch(policy_floor, floor_wall))
 }
 
 async fn prepare_namespace(env: &Env, ns: &str, pods: usize, shared_policy: bool) {

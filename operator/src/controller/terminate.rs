@@ -14,7 +14,7 @@ use super::{
     Context, describe_target, fail, is_status, locate_target, now, record_new_comments, resolve_target, update_status,
 };
 use crate::error::{Error, Result};
-use crate::evidence;
+use crate::evidence::{self, LogWindow};
 use crate::guard;
 use crate::status::{self, condition};
 
@@ -123,13 +123,7 @@ async fn capture_evidence(
             logs.push((container, Err("the pod was never scheduled to a node, so no container ran".to_owned())));
             continue;
         }
-        let params = LogParams {
-            container: Some(container.clone()),
-            limit_bytes: Some(options.log_limit_bytes),
-            timestamps: true,
-            ..LogParams::default()
-        };
-        let log = match pods.logs(&pod.name_any(), &params).await {
+        let log = match recent_log(&pods, &pod.name_any(), &container, options.log_limit_bytes as usize).await {
             Ok(text) => Ok(text),
             Err(kube::Error::Api(e)) => Err(e.message),
             Err(e) => return Err(e.into()),
@@ -145,6 +139,39 @@ async fn capture_evidence(
         Err(e) if is_status(&e, 409) => Ok(record),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The newest lines of a container's log, at most `limit` bytes (see [`evidence::LogWindow`]).
+async fn recent_log(pods: &Api<Pod>, pod: &str, container: &str, limit: usize) -> kube::Result<String> {
+    /// Doubling from 16 lines reaches any limit long before this.
+    const FETCHES: usize = 24;
+    let mut tail_lines = evidence::first_log_window(limit);
+    let mut fewer_than_limit = None;
+    for _ in 0..FETCHES {
+        let params = LogParams {
+            container: Some(container.to_owned()),
+            tail_lines: Some(tail_lines),
+            limit_bytes: Some(evidence::log_fetch_cap(limit) as i64),
+            timestamps: true,
+            ..LogParams::default()
+        };
+        let text = pods.logs(pod, &params).await?;
+        match evidence::judge_log_window(&text, tail_lines, limit) {
+            LogWindow::Enough => return Ok(evidence::keep_latest(&text, limit)),
+            LogWindow::Whole => return Ok(text),
+            LogWindow::TooFew => {
+                fewer_than_limit = Some(text);
+                tail_lines *= 2;
+            }
+            LogWindow::Capped => match fewer_than_limit.take() {
+                // The last window that fit: the newest lines, if fewer bytes than allowed.
+                Some(kept) => return Ok(kept),
+                None if tail_lines > 1 => tail_lines /= 2,
+                None => return Ok(evidence::keep_latest(&text, limit)),
+            },
+        }
+    }
+    Ok(fewer_than_limit.unwrap_or_default())
 }
 
 async fn finish(
