@@ -1065,7 +1065,9 @@ pub fn run_trials(trials: Vec<NodeTrial>) -> std::process::ExitCode {
             Err(format!("the host differs from before the node:\n  {}", differences.join("\n  ")).into())
         }
     });
-    let restored = libtest_mimic::run(&args, vec![check]);
+    // Whatever the trials were filtered by, a node that ran is checked.
+    let check_args = libtest_mimic::Arguments { filter: None, skip: Vec::new(), exact: false, ..args };
+    let restored = libtest_mimic::run(&check_args, vec![check]);
     if conclusion.has_failed() || restored.has_failed() {
         std::process::ExitCode::FAILURE
     } else {

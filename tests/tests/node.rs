@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
         node::trial("deny_all_ingress_cuts_tcp_and_udp_until_removed", deny_all_ingress_cuts_tcp_and_udp_until_removed),
         node::trial("pods_reach_the_apiserver", pods_reach_the_apiserver),
         node::trial("kube_router_is_found_by_enforcer_detection_and_can_stop", kube_router_is_found_and_can_stop),
+        node::trial("debian_image_runs_bash_curl_python3_and_netcat", debian_image_runs_bash_curl_python3_and_netcat),
     ])
 }
 
@@ -167,4 +168,30 @@ async fn kube_router_is_found_and_can_stop(cluster: &Cluster) {
         .probe_until(ns, "client", &tcp, Protocol::Tcp, ENFORCEMENT, |r| !r.connected())
         .await
         .unwrap_or_else(|last| panic!("TCP still {last:?} after a policy, kube-router restarted"));
+}
+
+async fn debian_image_runs_bash_curl_python3_and_netcat(cluster: &Cluster) {
+    let ns = "node-debian";
+    cluster.namespace(ns).await;
+    cluster.server_pod(ns, "server", &[]).await;
+    let image = cluster.debian_image().await;
+    cluster.run_pod(ns, "debian", &[], &image, &["sleep", "infinity"]).await;
+    let server = cluster.pod_ip(ns, "server").await;
+    // The tools of the attack scenarios, each doing its job: against the server pod, and
+    // curl against the apiserver through the `kubernetes` Service.
+    let script = format!(
+        "set -e; echo \"$BASH_VERSION\" | cut -d. -f1; \
+         python3 -c 'import socket; s = socket.create_connection((\"{server}\", 8080), 2); print(s.recv(64).decode().strip())'; \
+         echo probe | nc -u -w 2 {server} 5353; \
+         curl -sSk --max-time 5 https://{}/version | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"gitVersion\"])'",
+        node::KUBERNETES_SERVICE_IP
+    );
+    let out = cluster.exec(ns, "debian", &["bash", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the tools in {image}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["5", "riposte tcp:8080", "riposte udp:5353", riposte::local::KUBERNETES_VERSION],
+        "bash, python3, netcat and curl in {image}"
+    );
 }
