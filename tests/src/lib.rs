@@ -375,6 +375,29 @@ impl Drop for Env {
     }
 }
 
+/// The operator running in this process against any cluster (a real node's included), with
+/// Riposte's CRDs installed and its namespace riposte-system; stopped when dropped, so a
+/// panicking test stops it too.
+pub struct InProcessOperator(JoinHandle<()>);
+
+impl InProcessOperator {
+    pub async fn start(client: &Client) -> InProcessOperator {
+        local::install_crds(client).await.expect("Riposte's CRDs are installed");
+        local::create_namespace(client, "riposte-system").await.expect("riposte-system exists");
+        let metrics = Metrics::register(&mut Registry::default());
+        let reporter = Reporter { controller: "riposte".into(), instance: Some("riposte-test".into()) };
+        let settings = settings(client, default_guardrails()).await;
+        let ready = Arc::new(AtomicBool::new(false));
+        InProcessOperator(tokio::spawn(riposte::controller::run(client.clone(), settings, metrics, reporter, ready)))
+    }
+}
+
+impl Drop for InProcessOperator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A plain HTTP GET against the operator's endpoints: (status code, body); code 0 while
 /// nothing listens yet.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

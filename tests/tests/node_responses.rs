@@ -6,20 +6,16 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::Reporter;
 use kube::{Api, ResourceExt};
-use prometheus_client::registry::Registry;
 use riposte_crds::{Phase, ResponseAction, ResponseActionStatus};
+use riposte_e2e::InProcessOperator;
 use riposte_e2e::node::{self, Cluster, Protocol, Reach, SERVER_TCP_PORTS, SERVER_UDP_PORT};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// How long kube-router may take to apply or lift a policy: seconds, not its resync period.
 const ENFORCEMENT: Duration = Duration::from_secs(10);
@@ -56,25 +52,8 @@ fn main() -> std::process::ExitCode {
     ])
 }
 
-/// The operator, in this process, for one trial; stopped when dropped (a panicking trial
-/// included), so the next trial starts its own.
-struct Operator(JoinHandle<()>);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn operator(cluster: &Cluster) -> Operator {
-    let client = cluster.client.clone();
-    riposte::local::install_crds(&client).await.expect("Riposte's CRDs are installed");
-    riposte::local::create_namespace(&client, "riposte-system").await.expect("riposte-system exists");
-    let metrics = riposte::metrics::Metrics::register(&mut Registry::default());
-    let reporter = Reporter { controller: "riposte".into(), instance: Some("riposte-node-test".into()) };
-    let settings = riposte_e2e::settings(&client, riposte_e2e::default_guardrails()).await;
-    let ready = Arc::new(AtomicBool::new(false));
-    Operator(tokio::spawn(riposte::controller::run(client, settings, metrics, reporter, ready)))
+async fn operator(cluster: &Cluster) -> InProcessOperator {
+    InProcessOperator::start(&cluster.client).await
 }
 
 fn actions(cluster: &Cluster, ns: &str) -> Api<ResponseAction> {
