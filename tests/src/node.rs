@@ -44,6 +44,7 @@ const KUBE_ROUTER_HEALTH_PORT: u16 = 20244;
 /// Ports of [`Cluster::server_pod`].
 pub const SERVER_TCP_PORTS: [u16; 2] = [8080, 9090];
 pub const SERVER_UDP_PORT: u16 = 5353;
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const POD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -230,6 +231,10 @@ impl Cluster {
         }
         std::fs::create_dir_all(log_dir()).map_err(|e| format!("cannot create {}: {e}", log_dir().display()))?;
 
+        // Pods on one bridge talk without routing: iptables, and so kube-router, only sees
+        // their packets with br_netfilter's hook on (restored at teardown).
+        std::fs::write(BRIDGE_NF_CALL_IPTABLES, "1")
+            .map_err(|e| format!("cannot set {BRIDGE_NF_CALL_IPTABLES}: {e}"))?;
         host::run("ip", &["link", "add", NODE_BRIDGE, "type", "bridge"])?;
         host::run("ip", &["addr", "add", &format!("{NODE_IP}/32"), "dev", NODE_BRIDGE])?;
         host::run("ip", &["link", "set", NODE_BRIDGE, "up"])?;
@@ -796,6 +801,12 @@ fn prerequisites() -> Result<(), String> {
                 .filter(|p| !Path::new(p).exists()),
         )
         .collect();
+    if !Path::new(BRIDGE_NF_CALL_IPTABLES).exists() {
+        return Err(format!(
+            "{BRIDGE_NF_CALL_IPTABLES} is missing: the br_netfilter module is not loaded, so no NetworkPolicy \
+             would be enforced between pods on the node's bridge (modprobe br_netfilter)"
+        ));
+    }
     if !missing.is_empty() {
         return Err(format!(
             "missing on this host: {}; install: apt-get install --no-install-recommends containerd runc \
