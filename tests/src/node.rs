@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod images;
+pub mod riposte_image;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -212,6 +213,12 @@ impl Cluster {
 
         let started = Instant::now();
         let dir = node_dir();
+        // Left by a run that died before recording anything, or from before a reboot (which
+        // clears /run, not /tmp): its containerd data must not be picked up.
+        let problems = host::discard(std::slice::from_ref(&dir));
+        if !problems.is_empty() {
+            return Err(format!("cannot clear {}: {}", dir.display(), problems.join("; ")));
+        }
         let containerd_socket = dir.join("containerd/containerd.sock");
         let state = State {
             before: Snapshot::take()?,

@@ -150,19 +150,14 @@ impl State {
         for process in self.processes.iter().rev().filter(|p| p.name != "kubelet") {
             stop(process, &mut problems);
         }
-        unmount_under(&self.dirs, &mut problems);
-        let mut netns = self.dirs.clone();
-        netns.push("/run/netns".into());
-        unmount_under(&netns, &mut problems);
+        unmount_under(&[PathBuf::from("/run/netns")], &mut problems);
+        problems.extend(discard(&self.dirs));
         restore_iptables(&self.before, &mut problems);
         destroy_ipsets(&self.before, &mut problems);
         delete_links(&self.before, &self.bridges, &mut problems);
         restore_sysctls(&self.before, &mut problems);
         remove_cgroups(&mut problems);
         remove_paths(&self.before, &mut problems);
-        for dir in &self.dirs {
-            remove_in_background(dir, &mut problems);
-        }
         problems
     }
 }
@@ -240,6 +235,16 @@ impl Snapshot {
         }
         found
     }
+}
+
+/// Unmounts everything under these directories and removes them; what could not be done.
+pub fn discard(dirs: &[PathBuf]) -> Vec<String> {
+    let mut problems = Vec::new();
+    unmount_under(dirs, &mut problems);
+    for dir in dirs {
+        remove_in_background(dir, &mut problems);
+    }
+    problems
 }
 
 /// Moves `dir` aside and removes it in a process of its own: containerd's unpacked images
