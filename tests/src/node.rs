@@ -11,7 +11,6 @@
 
 pub mod host;
 pub mod images;
-pub mod riposte_image;
 
 use std::collections::BTreeMap;
 use std::fs::File;
