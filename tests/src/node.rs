@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod images;
+pub mod riposte_image;
 
 use std::collections::BTreeMap;
 use std::fs::File;
