@@ -229,6 +229,14 @@ pub fn riposte() -> Result<Image, String> {
     let _ = std::fs::remove_file(&partial);
     buildah_ok(&["push", "--quiet", &reference, &format!("docker-archive:{}:{reference}", partial.display())])?;
     std::fs::rename(&partial, &archive).map_err(|e| format!("cannot move {} into place: {e}", archive.display()))?;
+    // Older builds are of sources that are gone.
+    let older = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in older.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("riposte-") && name.ends_with(".tar") && entry.path() != archive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     // The image now lives in the archive; the store keeps the builder and the caches.
     let _ = buildah_ok(&["rmi", &reference]);
     eprintln!("riposte image: {reference} built in {:.0} s ({})", started.elapsed().as_secs_f64(), archive.display());
