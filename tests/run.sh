@@ -31,8 +31,9 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 
 # The node suites run containerd, runc and the CNI bridge from Debian's packages, and
-# images made of busybox-static and a debootstrap rootfs; buildah builds Riposte's image.
-node_packages="containerd runc containernetworking-plugins iptables ipset conntrack busybox-static debootstrap buildah"
+# images made of busybox-static and a debootstrap rootfs; buildah builds Riposte's image, and
+# curl talks to its audit webhook.
+node_packages="containerd runc containernetworking-plugins iptables ipset conntrack busybox-static debootstrap buildah curl"
 missing_packages=""
 for package in $node_packages; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_packages="$missing_packages $package"
