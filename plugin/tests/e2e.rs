@@ -481,7 +481,9 @@ async fn approvals_with_real_users_and_the_charts_policy() {
         let out = env.kubectl(&["create", "clusterrolebinding", &binding, "--clusterrole", role, "--user", user]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    env.run_operator(env.client.clone(), default_guardrails());
+    // As the chart runs it: its isolation guard lets only the chart's ServiceAccount label pods.
+    let operator = env.chart_operator_client().await;
+    env.run_operator(operator, default_guardrails());
     env.namespace("shop").await;
     for pod in ["web-1", "web-2", "web-3"] {
         env.pod("shop", pod, &[("app", "web")]).await;
