@@ -189,15 +189,15 @@ pub fn riposte() -> Result<Image, String> {
         return Err("buildah is missing: install Debian's buildah (tests/run.sh does)".into());
     }
     let reference = chart_default_reference()?;
+    for sub in ["tmp", "storage", "run"] {
+        std::fs::create_dir_all(buildah_dir().join(sub)).map_err(|e| format!("cannot create buildah's {sub}: {e}"))?;
+    }
     let builder = builder()?;
     let key = digest(&[sources_key()?.as_str(), &builder, &reference].join("\n"))?;
     let dir = riposte::local::cache_dir().join("images");
     let archive = dir.join(format!("riposte-{key}.tar"));
     if archive.exists() {
         return Ok(Image { reference, archive });
-    }
-    for sub in ["tmp", "storage", "run"] {
-        std::fs::create_dir_all(buildah_dir().join(sub)).map_err(|e| format!("cannot create buildah's {sub}: {e}"))?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let lock = std::fs::File::create(dir.join(".riposte.lock")).map_err(|e| format!("the riposte image lock: {e}"))?;
