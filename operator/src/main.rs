@@ -363,12 +363,22 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             }
         }
     };
+    tokio::pin!(operated);
     tokio::select! {
-        operated = operated => operated,
+        operated = &mut operated => operated,
         served = server => served,
-        detected = detected => detected,
+        detected = detected => match detected {
+            // Detection stops on SIGTERM, its baseline saved. The controllers stop on the same
+            // signal, after which a leader releases its Lease, so that a standby takes over at
+            // once instead of at the Lease's expiry; a standby has nothing to hand over.
+            Ok(()) => tokio::time::timeout(LEASE_RELEASE_GRACE, &mut operated).await.unwrap_or(Ok(())),
+            Err(e) => Err(e),
+        },
     }
 }
+
+/// How long a stopping replica waits for its controllers to stop and its Lease to be released.
+const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the audit webhook and evaluates what it receives, when there is a webhook. Every
 /// replica detects (the apiserver's batches reach whichever one the Service picks); Alerts

@@ -23,9 +23,10 @@ const SELECTOR: &str = "app.kubernetes.io/name=riposte,app.kubernetes.io/instanc
 const LEASE: &str = "riposte-leader";
 /// Pods of a fresh install: scheduled, the image found in containerd, started, probed.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// The Lease lasts 15 s and standbys try for it every 2 s: a leader that is gone is replaced
-/// within about 17 s (at once if it released the Lease as it stopped).
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The Lease lasts 15 s and standbys try for it every 2 s. A leader stopped by SIGTERM
+/// releases the Lease, so a standby takes it within one try: well before the Lease would
+/// expire, which is what this bound checks.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(8);
 const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long kube-router may take to apply a policy.
 const ENFORCEMENT: Duration = Duration::from_secs(10);
