@@ -42,12 +42,20 @@ async fn main() {
         }
         let operator = run_operator_batch(&env, &riposte_ns, actions, concurrency).await;
         let floor = run_floor_batch(&env, &floor_ns, actions, concurrency).await;
-        report(scenario, &operator, &floor);
+        report(scenario, &operator, &floor, "p99 within 2x of the floor");
         if shared_policy {
             let repairs = actions.min(100);
             let (label, label_floor, policy, policy_floor) = drift_repair(&env, &riposte_ns, repairs).await;
-            report(&format!("drift repair: isolation label removed ({repairs} times)"), &label, &label_floor);
-            report(&format!("drift repair: isolation policy deleted ({repairs} times)"), &policy, &policy_floor);
+            // The floor is the one call that puts it back; a repair also waits for the watch
+            // event and reads what the isolation depends on.
+            let target = "repaired in about a second";
+            report(&format!("drift repair: isolation label removed ({repairs} times)"), &label, &label_floor, target);
+            report(
+                &format!("drift repair: isolation policy deleted ({repairs} times)"),
+                &policy,
+                &policy_floor,
+                target,
+            );
         }
     }
 }
@@ -219,7 +227,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn report(scenario: &str, operator: &Batch, floor: &Batch) {
+fn report(scenario: &str, operator: &Batch, floor: &Batch, target: &str) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let summarize = |b: &Batch| {
         let mut sorted = b.latencies.clone();
@@ -242,9 +250,5 @@ fn report(scenario: &str, operator: &Batch, floor: &Batch) {
         ms(f99),
         floor.wall.as_secs_f64()
     );
-    println!(
-        "  ratio    p50 {:.2}x   p99 {:.2}x   (target: p99 within 2x of the floor)\n",
-        ms(p50) / ms(f50),
-        ms(p99) / ms(f99)
-    );
+    println!("  ratio    p50 {:.2}x   p99 {:.2}x   (target: {})\n", ms(p50) / ms(f50), ms(p99) / ms(f99), target);
 }
