@@ -40,8 +40,8 @@ pub enum Enforcement {
 pub fn known_enforcer(daemonsets: &[DaemonSet]) -> Enforcement {
     let known: Vec<&DaemonSet> = daemonsets.iter().filter(|ds| is_known_enforcer(ds)).collect();
     let name = |ds: &DaemonSet| format!("{}/{}", ds.namespace().unwrap_or_default(), ds.name_any());
-    let ready = |ds: &&&DaemonSet| ds.status.as_ref().is_some_and(|s| s.number_ready > 0);
-    match (known.iter().find(ready), known.first()) {
+    let ready = |ds: &DaemonSet| ds.status.as_ref().is_some_and(|s| s.number_ready > 0);
+    match (known.iter().find(|ds| ready(ds)), known.first()) {
         (Some(running), _) => Enforcement::Running(name(running)),
         (None, Some(installed)) => Enforcement::NotRunning(name(installed)),
         (None, None) => Enforcement::Unknown,

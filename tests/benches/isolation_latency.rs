@@ -7,23 +7,18 @@
 //!
 //! `cargo bench -p riposte-e2e --bench isolation_latency [-- ACTIONS CONCURRENCY]`
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use riposte::isolation::{self, ISOLATED_LABEL};
-use riposte_crds::{Phase, ResponseAction};
-use riposte_e2e::Env;
+use riposte_crds::ResponseAction;
+use riposte_e2e::{Env, percentile, time_actions_until_succeeded};
 use serde_json::json;
-use tokio::sync::{Semaphore, oneshot};
-
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+use tokio::sync::Semaphore;
 
 #[tokio::main]
 async fn main() {
@@ -131,45 +126,16 @@ struct Batch {
 
 /// Creates the actions (on pods 0..n) and waits for each to be seen Succeeded by a watch.
 async fn run_operator_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> Batch {
-    let api: Api<ResponseAction> = env.actions(ns);
-    let waiters: Waiters = Arc::default();
-    let watch_waiters = waiters.clone();
-    let watch_api = api.clone();
-    let watch = tokio::spawn(async move {
-        let mut stream = watcher(watch_api, watcher::Config::default()).applied_objects().boxed();
-        while let Ok(Some(action)) = stream.try_next().await {
-            if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
-                if let Some(tx) = watch_waiters.lock().unwrap().remove(&action.name_any()) {
-                    let _ = tx.send(Instant::now());
-                }
-            } else if action.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed) {
-                panic!("{} failed: {:?}", action.name_any(), action.status.unwrap().message);
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let gate = Arc::new(Semaphore::new(concurrency));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..n)
+    let actions = (0..n)
         .map(|i| {
-            let (api, gate, waiters) = (api.clone(), gate.clone(), waiters.clone());
-            tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await.unwrap();
-                let name = format!("iso-{i}");
-                let (tx, rx) = oneshot::channel();
-                waiters.lock().unwrap().insert(name.clone(), tx);
-                let begun = Instant::now();
-                let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name },
-                                     "spec": { "action": "Isolate", "target": { "pod": format!("pod-{i}") }, "requestedBy": "riposte-admin" } });
-                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
-                let done = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("isolated within 60s").unwrap();
-                done - begun
-            })
+            let spec =
+                json!({ "action": "Isolate", "target": { "pod": format!("pod-{i}") }, "requestedBy": "riposte-admin" });
+            (format!("iso-{i}"), spec)
         })
         .collect();
-    let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let start = Instant::now();
+    let latencies = time_actions_until_succeeded(&env.actions(ns), actions, concurrency).await;
     let wall = start.elapsed();
-    watch.abort();
     // Every isolation has its policy in place.
     let policies = env.policies(ns).list(&ListParams::default()).await.unwrap().items;
     assert!(policies.iter().filter(|p| isolation::is_managed_by_riposte(p)).count() >= n);
@@ -220,11 +186,6 @@ async fn run_floor_batch(env: &Env, ns: &str, n: usize, concurrency: usize) -> B
         .collect();
     let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     Batch { latencies, wall: start.elapsed() }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn report(scenario: &str, operator: &Batch, floor: &Batch, target: &str) {

@@ -9,20 +9,16 @@
 //!
 //! `cargo bench -p riposte-e2e --bench node_isolation [-- PODS CONCURRENCY PACKET_SAMPLES]`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use riposte::isolation::{self, ISOLATED_LABEL};
 use riposte_crds::{Phase, ResponseAction};
-use riposte_e2e::InProcessOperator;
 use riposte_e2e::node::{Cluster, Protocol, SERVER_TCP_PORTS};
+use riposte_e2e::{InProcessOperator, percentile, time_actions_until_succeeded};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -41,11 +37,6 @@ async fn main() {
     }
     let problems = cluster.teardown();
     assert!(problems.is_empty(), "teardown: {problems:?}");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn summary(what: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -95,53 +86,20 @@ async fn api_latency(cluster: &Cluster, pods: usize, concurrency: usize) {
     summary("Isolate created -> seen Succeeded", latencies);
 }
 
-/// Creates one `kind` action per pod, `concurrency` at a time, and waits for each to be
-/// seen Succeeded by a watch; the latencies.
+/// Creates one `kind` action per pod, `concurrency` at a time, and times each until it is
+/// seen Succeeded.
 async fn batch(cluster: &Cluster, ns: &str, pods: usize, concurrency: usize, kind: &str, round: &str) -> Vec<Duration> {
-    let api: Api<ResponseAction> = Api::namespaced(cluster.client.clone(), ns);
-    let succeeded: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
-    let seen = succeeded.clone();
-    let watch_api = api.clone();
-    let watch = tokio::spawn(async move {
-        let mut stream = watcher(watch_api, watcher::Config::default()).applied_objects().boxed();
-        while let Ok(Some(action)) = stream.try_next().await {
-            match action.status.as_ref().and_then(|s| s.phase) {
-                Some(Phase::Succeeded) => {
-                    seen.lock().unwrap().entry(action.name_any()).or_insert_with(Instant::now);
-                }
-                Some(Phase::Failed) => panic!("{} failed: {:?}", action.name_any(), action.status.unwrap().message),
-                _ => {}
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let gate = Arc::new(Semaphore::new(concurrency));
-    let tasks: Vec<_> = (0..pods)
+    let actions = (0..pods)
         .map(|i| {
-            let (api, gate, succeeded) = (api.clone(), gate.clone(), succeeded.clone());
-            let name = format!("{}-{round}-{i}", kind.to_lowercase());
-            let mut spec = json!({ "action": kind, "target": { "pod": format!("pod-{i}") }, "requestedBy": riposte_e2e::ADMIN });
+            let mut spec =
+                json!({ "action": kind, "target": { "pod": format!("pod-{i}") }, "requestedBy": riposte_e2e::ADMIN });
             if kind == "Release" {
                 spec["release"] = json!({ "actionName": format!("isolate-{round}-{i}") });
             }
-            tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await.unwrap();
-                let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name }, "spec": spec });
-                let begun = Instant::now();
-                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
-                loop {
-                    if let Some(done) = succeeded.lock().unwrap().get(&name) {
-                        return *done - begun;
-                    }
-                    assert!(begun.elapsed() < WAIT, "{name} did not succeed within {WAIT:?}");
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
+            (format!("{}-{round}-{i}", kind.to_lowercase()), spec)
         })
         .collect();
-    let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
-    watch.abort();
-    latencies
+    time_actions_until_succeeded(&Api::namespaced(cluster.client.clone(), ns), actions, concurrency).await
 }
 
 /// Waits for the action to be Succeeded; the moment it was seen so.

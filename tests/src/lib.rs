@@ -398,6 +398,66 @@ impl Drop for InProcessOperator {
     }
 }
 
+/// The rank `p` (0-100) of sorted durations, as benchmarks report them.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Creates these ResponseActions (name, spec), `concurrency` at a time, and times each from
+/// its creation until a watch sees it `Succeeded`; panics if one fails or takes a minute.
+/// Returns the latencies, in the order given.
+pub async fn time_actions_until_succeeded(
+    api: &Api<ResponseAction>,
+    actions: Vec<(String, Value)>,
+    concurrency: usize,
+) -> Vec<Duration> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+    type Waiters = Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Instant>>>>;
+    let waiters: Waiters = Arc::default();
+    let (watch_waiters, watch_api) = (waiters.clone(), api.clone());
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(watch_api, watcher::Config::default()).applied_objects().boxed();
+        while let Ok(Some(action)) = stream.try_next().await {
+            match action.status.as_ref().and_then(|s| s.phase) {
+                Some(Phase::Succeeded) => {
+                    if let Some(tx) = watch_waiters.lock().unwrap().remove(&action.name_any()) {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+                Some(Phase::Failed) => panic!("{} failed: {:?}", action.name_any(), action.status.unwrap().message),
+                _ => {}
+            }
+        }
+    });
+    // The watch is established before the first action exists.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let tasks: Vec<_> = actions
+        .into_iter()
+        .map(|(name, spec)| {
+            let (api, gate, waiters) = (api.clone(), gate.clone(), waiters.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.unwrap();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                waiters.lock().unwrap().insert(name.clone(), tx);
+                let action = json!({ "apiVersion": "riposte.dev/v1alpha1", "kind": "ResponseAction", "metadata": { "name": name }, "spec": spec });
+                let begun = Instant::now();
+                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&action)).await.unwrap();
+                let done = tokio::time::timeout(Duration::from_secs(60), rx)
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} did not succeed within 60 s"))
+                    .unwrap();
+                done - begun
+            })
+        })
+        .collect();
+    let latencies = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    watch.abort();
+    latencies
+}
+
 /// A plain HTTP GET against the operator's endpoints: (status code, body); code 0 while
 /// nothing listens yet.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

@@ -34,10 +34,6 @@ async fn isolated_shop(env: &Env) {
     env.run_action("shop", "iso", json!({ "action": "Isolate", "target": { "pod": "web-1" } }), Phase::Succeeded).await;
 }
 
-fn excludes_isolated_pods(policy: &NetworkPolicy) -> bool {
-    !isolation::may_reopen_isolated_pods(policy)
-}
-
 /// Waits until `whole` holds again after `undo`, and returns how long the isolation was broken.
 async fn repaired<F, Fut>(env: &Env, what: &str, whole: F) -> Duration
 where
@@ -92,7 +88,7 @@ async fn whatever_someone_undoes_of_an_isolation_is_put_back_at_once() {
     let reopen = json!({ "spec": { "podSelector": { "matchExpressions": null } } });
     policies.patch("allow-web", &PatchParams::default(), &Patch::Merge(&reopen)).await.unwrap();
     repaired(&env, "allow-web to exclude the isolated pod again", || async {
-        excludes_isolated_pods(&policies.get("allow-web").await.unwrap())
+        !isolation::may_reopen_isolated_pods(&policies.get("allow-web").await.unwrap())
     })
     .await;
 
