@@ -31,19 +31,24 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 
 # The node suites run containerd, runc and the CNI bridge from Debian's packages, and
-# images made of busybox-static and a debootstrap rootfs; buildah builds Riposte's image, and
-# curl talks to its audit webhook.
-node_packages="containerd runc containernetworking-plugins iptables ipset conntrack busybox-static debootstrap buildah curl"
+# images made of busybox-static and a debootstrap rootfs; buildah builds Riposte's image,
+# curl talks to its audit webhook, clang-19 with libbpf-dev builds the eBPF sensor's
+# program (sensor/build.rs), and the sensor's tests trace strace. The Kafka consumer
+# (streams/) builds librdkafka with make and links OpenSSL found by pkg-config; its tests run
+# an Apache Kafka broker resolved by Maven and run by Java 17.
+host_packages="containerd runc containernetworking-plugins iptables ipset conntrack busybox-static debootstrap buildah curl clang-19 libbpf-dev strace make pkg-config libssl-dev"
+command -v mvn >/dev/null 2>&1 || host_packages="$host_packages maven"
+command -v java >/dev/null 2>&1 || [ -n "${JAVA_HOME:-}" ] || host_packages="$host_packages openjdk-17-jre-headless"
 missing_packages=""
-for package in $node_packages; do
+for package in $host_packages; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_packages="$missing_packages $package"
 done
 if [ -n "$missing_packages" ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "tests/run.sh: the node suites need these Debian packages:$missing_packages (and root to run them)" >&2
+    echo "tests/run.sh: the suites need these Debian packages:$missing_packages (and root to run the node suites)" >&2
     exit 1
   fi
-  echo "==> installing the node's host packages:$missing_packages"
+  echo "==> installing the host packages:$missing_packages"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing_packages
 fi

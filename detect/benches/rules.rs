@@ -3,12 +3,18 @@
 //! watches, lease renewals and status updates; some pod and workload writes; a few attacks).
 //! Also parsing with the objects as `serde_json::Value`, the alternative to raw JSON.
 //!
-//! Run with `cargo bench -p riposte-detect`.
+//! Then the same mix through [`envelope::unwrap`] and the rules in each managed cluster's
+//! envelope (AKS records, CloudWatch Logs payloads, Firehose deliveries, GKE LogEntries,
+//! Pub/Sub pushes), against plain JSON lines parsed one line at a time as the floor.
+//!
+//! Run with `cargo bench -p riposte-detect --bench rules`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use riposte_detect::audit::{Event, parse_event};
+use riposte_detect::envelope;
 use riposte_detect::{Baseline, Config, Engine, LearningPeriod, Workload};
 use serde_json::{Value, json};
 
@@ -301,6 +307,129 @@ struct ValueEvent {
     annotations: std::collections::BTreeMap<String, String>,
 }
 
+/// Events per envelope: the batch a shipper or the provider sends at once.
+const BATCH: usize = 100;
+/// CloudWatch payloads per Firehose delivery.
+const FIREHOSE_RECORDS: usize = 10;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(bytes).expect("in memory");
+    encoder.finish().expect("in memory")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn cloudwatch_payload(batch: &[Vec<u8>]) -> Value {
+    let log_events: Vec<Value> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            json!({"id": format!("3789012765194721{i:040}"), "timestamp": 1_748_779_200_000i64 + i as i64,
+            "message": std::str::from_utf8(line).expect("UTF-8")})
+        })
+        .collect();
+    json!({"messageType": "DATA_MESSAGE", "owner": "111111111111", "logGroup": "/aws/eks/shop/cluster",
+        "logStream": "kube-apiserver-audit-a8f1c2e5b7d94c06e1f3a2b4c6d8e0f1", "subscriptionFilters": ["riposte"],
+        "logEvents": log_events})
+}
+
+/// The event as GKE's Cloud Audit Logs records it.
+fn gke_entry(line: &[u8]) -> Value {
+    let event: Value = serde_json::from_slice(line).expect("JSON");
+    let object = &event["objectRef"];
+    let group = object["apiGroup"].as_str().unwrap_or("core");
+    let version = object["apiVersion"].as_str().unwrap_or("v1");
+    let mut resource_name = format!("{group}/{version}");
+    if let Some(ns) = object["namespace"].as_str() {
+        resource_name.push_str(&format!("/namespaces/{ns}"));
+    }
+    resource_name.push_str(&format!("/{}", object["resource"].as_str().unwrap_or_default()));
+    for part in ["name", "subresource"] {
+        if let Some(value) = object[part].as_str() {
+            resource_name.push_str(&format!("/{value}"));
+        }
+    }
+    let resource = object["resource"].as_str().unwrap_or_default();
+    let verb = event["verb"].as_str().unwrap_or_default();
+    let mut payload = json!({
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog", "serviceName": "k8s.io",
+        "methodName": format!("io.k8s.{group}.{version}.{resource}.{verb}"), "resourceName": resource_name,
+        "authenticationInfo": {"principalEmail": event["user"]["username"]},
+        "requestMetadata": {"callerIp": event["sourceIPs"][0], "callerSuppliedUserAgent": event["userAgent"]},
+        "status": {"code": if event["responseStatus"]["code"] == 403 { 7 } else { 0 }},
+    });
+    for (from, to) in [("requestObject", "request"), ("responseObject", "response")] {
+        if !event[from].is_null() {
+            payload[to] = event[from].clone();
+        }
+    }
+    json!({"insertId": event["auditID"], "operation": {"id": event["auditID"], "producer": "k8s.io"},
+        "timestamp": event["requestReceivedTimestamp"], "labels": event["annotations"],
+        "resource": {"type": "k8s_cluster", "labels": {"cluster_name": "shop", "location": "europe-west1"}},
+        "protoPayload": payload})
+}
+
+/// The mix in each envelope, as bodies of `events` events each.
+fn envelopes(lines: &[Vec<u8>]) -> Vec<(&'static str, Vec<Vec<u8>>, usize)> {
+    let batches: Vec<&[Vec<u8>]> = lines.chunks_exact(BATCH).collect();
+    let text = |line: &Vec<u8>| std::str::from_utf8(line).expect("UTF-8").to_owned();
+    let json_lines = batches.iter().map(|b| b.join(&b'\n')).collect();
+    let aks = batches
+        .iter()
+        .map(|batch| {
+            let records: Vec<Value> = batch
+                .iter()
+                .map(|line| json!({"category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+                    "properties": {"log": format!("{}\n", text(line)), "stream": "stdout", "pod": "kube-apiserver-57b5944b45-94w49"},
+                    "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/SHOP/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/SHOP",
+                    "time": "2025-06-02T12:00:00.0000000Z"}))
+                .collect();
+            serde_json::to_vec(&json!({"records": records})).expect("JSON")
+        })
+        .collect();
+    let cloudwatch: Vec<Vec<u8>> =
+        batches.iter().map(|batch| gzip(&serde_json::to_vec(&cloudwatch_payload(batch)).expect("JSON"))).collect();
+    let firehose = cloudwatch
+        .chunks_exact(FIREHOSE_RECORDS)
+        .map(|payloads| {
+            let records: Vec<Value> = payloads.iter().map(|p| json!({"data": base64(p)})).collect();
+            serde_json::to_vec(&json!({"requestId": "ed4acda5-034f-9f42-bba1-f29aea6d7d8f", "timestamp": 1_578_090_901_599i64, "records": records}))
+                .expect("JSON")
+        })
+        .collect();
+    let gke = batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|line| serde_json::to_vec(&gke_entry(line)).expect("JSON"))
+                .collect::<Vec<_>>()
+                .join(&b'\n')
+        })
+        .collect();
+    let pubsub = lines
+        .iter()
+        .map(|line| {
+            let data = base64(&serde_json::to_vec(&gke_entry(line)).expect("JSON"));
+            serde_json::to_vec(&json!({"message": {"data": data, "messageId": "2070443601311540", "publishTime": "2025-06-02T12:00:01.154Z"},
+                "subscription": "projects/shop/subscriptions/riposte"}))
+            .expect("JSON")
+        })
+        .collect();
+    vec![
+        ("plain JSON lines", json_lines, BATCH),
+        ("AKS Event Hubs records", aks, BATCH),
+        ("CloudWatch Logs, gzip", cloudwatch, BATCH),
+        ("Firehose delivery", firehose, BATCH * FIREHOSE_RECORDS),
+        ("GKE LogEntry JSON lines", gke, BATCH),
+        ("Pub/Sub push", pubsub, 1),
+    ]
+}
+
 /// Events per second of `work` over the items, once over at least `MEASURE_FOR`.
 fn rate<T>(items: &[T], work: &mut impl FnMut(&T)) -> f64 {
     let start = Instant::now();
@@ -371,4 +500,28 @@ fn main() {
         parse_only / parse_and_rules,
         100.0 * ns(rules_only) / ns(parse_only)
     );
+
+    println!(
+        "envelope::unwrap + all rules, bodies of {BATCH} events ({} per Firehose delivery, 1 per push):",
+        BATCH * FIREHOSE_RECORDS
+    );
+    for (name, bodies, per_body) in envelopes(&lines) {
+        let mut events_seen = 0;
+        for body in &bodies {
+            events_seen += envelope::unwrap(body).expect("the mix unwraps").events.len();
+        }
+        assert_eq!(events_seen, bodies.len() * per_body, "{name}: every event is unwrapped");
+        let size: usize = bodies.iter().map(Vec::len).sum::<usize>() / bodies.len();
+        let rate = per_body as f64
+            * best(&bodies, |body| {
+                for event in envelope::unwrap(body).expect("valid").events {
+                    black_box(engine.evaluate(&event, &cluster));
+                }
+            });
+        println!(
+            "    {name:<24} {rate:>10.0} events/s {:>7.0} ns/event  {:.2} of (b)  ({size} bytes per body)",
+            ns(rate),
+            rate / parse_and_rules
+        );
+    }
 }

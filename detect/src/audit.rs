@@ -18,8 +18,14 @@ use serde_json::value::RawValue;
 use crate::Error;
 
 /// One audit event: a request at one stage of its handling.
+///
+/// Only `verb` is required: the rules dispatch on it. Exporters drop other fields, and an
+/// event is never lost to one of them: `level` absent is inferred from the bodies present,
+/// `stage` absent means the exporter kept completed requests only (ResponseComplete),
+/// `auditID` absent is derived from the event's content (so that a retried delivery of the
+/// same event names the same alerts), `user` and `requestURI` absent are empty.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "WireEvent")]
 pub struct Event {
     /// `Event`; absent on the items of some EventLists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,23 +85,172 @@ pub struct EventList {
     pub items: Vec<Event>,
 }
 
-/// How much of a request the audit policy asked to record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An event as written, before the defaults of what the exporter left out.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    level: Option<Level>,
+    #[serde(default, rename = "auditID")]
+    audit_id: Option<String>,
+    #[serde(default)]
+    stage: Option<Stage>,
+    #[serde(default, rename = "requestURI")]
+    request_uri: String,
+    verb: String,
+    #[serde(default)]
+    user: UserInfo,
+    #[serde(default)]
+    impersonated_user: Option<UserInfo>,
+    #[serde(default, rename = "sourceIPs")]
+    source_ips: Vec<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    object_ref: Option<ObjectReference>,
+    #[serde(default)]
+    response_status: Option<Status>,
+    #[serde(default)]
+    request_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    response_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    request_received_timestamp: Option<Timestamp>,
+    #[serde(default)]
+    stage_timestamp: Option<Timestamp>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+impl From<WireEvent> for Event {
+    fn from(wire: WireEvent) -> Event {
+        let level = wire
+            .level
+            .unwrap_or_else(|| Level::of_bodies(wire.request_object.is_some(), wire.response_object.is_some()));
+        let mut event = Event {
+            kind: wire.kind,
+            api_version: wire.api_version,
+            level,
+            audit_id: wire.audit_id.unwrap_or_default(),
+            stage: wire.stage.unwrap_or(Stage::ResponseComplete),
+            request_uri: wire.request_uri,
+            verb: wire.verb,
+            user: wire.user,
+            impersonated_user: wire.impersonated_user,
+            source_ips: wire.source_ips,
+            user_agent: wire.user_agent,
+            object_ref: wire.object_ref,
+            response_status: wire.response_status,
+            request_object: wire.request_object,
+            response_object: wire.response_object,
+            request_received_timestamp: wire.request_received_timestamp,
+            stage_timestamp: wire.stage_timestamp,
+            annotations: wire.annotations,
+        };
+        if event.audit_id.is_empty() {
+            event.audit_id = derived_audit_id(&event);
+        }
+        event
+    }
+}
+
+/// An id for an event that came without one: a hash of everything else it says, so the same
+/// event delivered twice gets the same id (and raises its alerts once). FNV-1a, written out,
+/// because std's hasher may change between Rust releases and the id must not.
+pub fn derived_audit_id(event: &Event) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    let content =
+        serde_json::to_vec(&Event { audit_id: String::new(), ..event.clone() }).expect("an event serialises to JSON");
+    let hash = content.iter().fold(OFFSET, |hash, &byte| (hash ^ u128::from(byte)).wrapping_mul(PRIME));
+    format!("derived-{hash:032x}")
+}
+
+/// How much of a request the audit policy asked to record. A level this version does not
+/// know is kept as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Level {
     None,
     Metadata,
     Request,
     RequestResponse,
+    Other(String),
 }
 
-/// The stage of the request's handling at which the event was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The stage of the request's handling at which the event was written. A stage this
+/// version does not know is kept as written (and is not read by the rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
     RequestReceived,
     ResponseStarted,
     ResponseComplete,
     Panic,
+    Other(String),
 }
+
+/// The names of a string enum's known values, for serde by hand: an unknown value is kept.
+macro_rules! open_string_enum {
+    ($name:ident { $($variant:ident),* }) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => stringify!($variant),)*
+                    $name::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                match text {
+                    $(stringify!($variant) => $name::$variant,)*
+                    other => $name::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ", stringify!($name), " name"))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        Ok($name::from(text))
+                    }
+                }
+                deserializer.deserialize_str(Visitor)
+            }
+        }
+    };
+}
+
+open_string_enum!(Level { None, Metadata, Request, RequestResponse });
+
+impl Level {
+    /// The level an event was recorded at, told by the bodies it holds, for exporters that
+    /// leave the level out.
+    pub fn of_bodies(request: bool, response: bool) -> Level {
+        match (request, response) {
+            (_, true) => Level::RequestResponse,
+            (true, false) => Level::Request,
+            (false, false) => Level::Metadata,
+        }
+    }
+}
+open_string_enum!(Stage { RequestReceived, ResponseStarted, ResponseComplete, Panic });
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -175,6 +330,7 @@ impl Event {
 /// lines. Strict: the first malformed event fails the whole body, with its line number; use
 /// [`JsonLines`] to skip bad lines instead.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Event>, Error> {
+    let body = without_bom(body);
     match document_kind(body)?.as_deref() {
         Some("EventList") => Ok(parse_event_list(body)?.items),
         Some("Event") | None => match std::str::from_utf8(body) {
@@ -206,10 +362,19 @@ pub fn parse_event(json: &[u8]) -> Result<Event, serde_json::Error> {
 /// string it reads, raw objects included, which costs a tenth of the parse. Invalid UTF-8 is
 /// left to serde_json, whose error says where it is.
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, serde_json::Error> {
+    let json = without_bom(json);
     match std::str::from_utf8(json) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(json),
     }
+}
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The text without the UTF-8 byte-order mark that some Windows tools and exporters write
+/// first in a file, which JSON does not allow.
+pub fn without_bom(text: &[u8]) -> &[u8] {
+    text.strip_prefix(UTF8_BOM).unwrap_or(text)
 }
 
 /// The `kind` of the first JSON document of the body. The apiserver writes `kind` first, so
@@ -264,7 +429,7 @@ impl<R: BufRead> Iterator for JsonLines<R> {
                 Ok(0) => return None,
                 Ok(_) => {
                     self.line += 1;
-                    if self.buffer.iter().all(u8::is_ascii_whitespace) {
+                    if without_bom(&self.buffer).iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     let line = self.line;
@@ -306,7 +471,9 @@ impl Timestamp {
 impl FromStr for Timestamp {
     type Err = Error;
 
-    /// RFC 3339: `2025-06-01T12:00:00Z`, with optional fraction and numeric offset.
+    /// RFC 3339: `2025-06-01T12:00:00Z`, with optional fraction and numeric offset; also what
+    /// exporters write instead: a space for the `T`, an offset without its colon (`+0200`),
+    /// or no zone at all, which is read as UTC.
     fn from_str(text: &str) -> Result<Self, Error> {
         parse_rfc3339(text).ok_or_else(|| Error::InvalidTimestamp(text.to_owned()))
     }
@@ -318,7 +485,7 @@ fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let part = b.get(range)?;
         part.iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
         return None;
     }
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
@@ -332,7 +499,7 @@ fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     }
     let mut i = 19;
     let mut micros = 0i64;
-    if b[i] == b'.' {
+    if b.get(i) == Some(&b'.') {
         let start = i + 1;
         i = start;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -348,11 +515,12 @@ fn parse_rfc3339(text: &str) -> Option<Timestamp> {
             micros *= 10;
         }
     }
+    // Without a zone, as some exporters write it: read as UTC (what the apiserver writes).
     let offset_seconds = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] | [sign @ (b'+' | b'-'), _, _, _, _] => {
             let hours = digits(i + 1..i + 3)?;
-            let minutes = digits(i + 4..i + 6)?;
+            let minutes = digits(b.len() - 2..b.len())?;
             let offset = hours * 3600 + minutes * 60;
             if *sign == b'+' { offset } else { -offset }
         }
@@ -436,7 +604,7 @@ mod tests {
         let events = parse_body(METADATA_EVENT.as_bytes()).unwrap();
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!((e.level, e.stage), (Level::Metadata, Stage::ResponseComplete));
+        assert_eq!((&e.level, &e.stage), (&Level::Metadata, &Stage::ResponseComplete));
         assert_eq!(e.verb, "list");
         assert_eq!(e.user.username, "alice");
         assert_eq!(e.object_ref.as_ref().unwrap().api_group, "");
@@ -477,6 +645,75 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_before_the_first_event_is_ignored() {
+        let lines = format!("\u{feff}{METADATA_EVENT}\n{METADATA_EVENT}\n");
+        let read: Vec<_> = JsonLines::new(lines.as_bytes()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(parse_body(lines.as_bytes()).unwrap().len(), 2);
+        let list = format!("\u{feff}{{\"kind\":\"EventList\",\"items\":[{METADATA_EVENT}]}}");
+        assert_eq!(parse_body(list.as_bytes()).unwrap().len(), 1);
+        assert_eq!(JsonLines::new("\u{feff}\n".as_bytes()).count(), 0, "a BOM alone is a blank line");
+    }
+
+    fn without(field: &str) -> String {
+        let mut value: serde_json::Value = serde_json::from_str(METADATA_EVENT).unwrap();
+        value.as_object_mut().unwrap().remove(field);
+        value.to_string()
+    }
+
+    #[test]
+    fn an_event_missing_optional_fields_gets_their_defaults() {
+        let event = parse_event(without("stage").as_bytes()).unwrap();
+        assert_eq!(event.stage, Stage::ResponseComplete, "the exporter kept completed requests only");
+
+        let with_bodies = |fields: &str| {
+            let mut value: serde_json::Value = serde_json::from_str(&without("level")).unwrap();
+            for field in fields.split(',').filter(|f| !f.is_empty()) {
+                value[field] = serde_json::json!({"kind": "Pod"});
+            }
+            parse_event(value.to_string().as_bytes()).unwrap().level
+        };
+        assert_eq!(with_bodies(""), Level::Metadata);
+        assert_eq!(with_bodies("requestObject"), Level::Request);
+        assert_eq!(with_bodies("requestObject,responseObject"), Level::RequestResponse);
+        assert_eq!(with_bodies("responseObject"), Level::RequestResponse);
+
+        let event = parse_event(without("user").as_bytes()).unwrap();
+        assert_eq!(event.user.username, "");
+        let event = parse_event(without("requestURI").as_bytes()).unwrap();
+        assert_eq!((event.request_uri.as_str(), event.verb.as_str()), ("", "list"));
+
+        let error = parse_event(without("verb").as_bytes()).unwrap_err().to_string();
+        assert!(error.starts_with("missing field `verb`"), "the one field the rules cannot do without: {error}");
+    }
+
+    #[test]
+    fn an_event_without_an_id_gets_one_derived_from_its_content() {
+        let anonymous = without("auditID");
+        let first = parse_event(anonymous.as_bytes()).unwrap().audit_id;
+        assert!(first.starts_with("derived-") && first.len() == "derived-".len() + 32, "{first}");
+        let indented =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&anonymous).unwrap()).unwrap();
+        assert_eq!(parse_event(indented.as_bytes()).unwrap().audit_id, first, "a retried delivery dedupes");
+        let other = anonymous.replace("\"verb\":\"list\"", "\"verb\":\"watch\"");
+        assert_ne!(parse_event(other.as_bytes()).unwrap().audit_id, first);
+        // Pinned: the id names alerts, which must keep their names across releases.
+        assert_eq!(first, "derived-06555ec44806761daa1eaad290c5ae1a");
+    }
+
+    #[test]
+    fn levels_and_stages_this_version_does_not_know_are_kept() {
+        let future = METADATA_EVENT.replace("\"Metadata\"", "\"Everything\"").replace("ResponseComplete", "Streaming");
+        let event = parse_event(future.as_bytes()).unwrap();
+        assert_eq!(event.level, Level::Other("Everything".into()));
+        assert_eq!(event.stage, Stage::Other("Streaming".into()));
+        let again = serde_json::to_string(&event).unwrap();
+        assert!(again.contains("\"level\":\"Everything\"") && again.contains("\"stage\":\"Streaming\""), "{again}");
+        assert_eq!(Stage::from("Panic"), Stage::Panic);
+        assert_eq!(Level::RequestResponse.as_str(), "RequestResponse");
+    }
+
+    #[test]
     fn other_kinds_are_refused_by_name() {
         let err = parse_body(br#"{"kind":"Pod","apiVersion":"v1"}"#).unwrap_err();
         assert_eq!(err.to_string(), "the body is a Pod, not an audit.k8s.io/v1 EventList or Event");
@@ -512,6 +749,16 @@ mod tests {
         assert!(t("2024-13-01T00:00:00Z").is_err());
         assert!(t("2024-01-01 00:00").is_err());
         assert!(t("2024-01-01T00:00:00.Z").is_err());
+        assert!(t("2024-01-01T00:00:00+01").is_err());
+        assert!(t("2024-01-01T00:00:00+01:0").is_err());
+        assert!(t("2024-01-01T00:00:00 UTC").is_err());
+        // What exporters write instead of RFC 3339.
+        let utc = t("2025-06-01T12:00:00.123456Z").unwrap();
+        assert_eq!(t("2025-06-01T12:00:00.123456").unwrap(), utc, "no zone: UTC");
+        assert_eq!(t("2025-06-01 12:00:00.123456Z").unwrap(), utc, "a space for the T");
+        assert_eq!(t("2025-06-01 12:00:00.123456").unwrap(), utc);
+        assert_eq!(t("2025-06-01T14:00:00.123456+0200").unwrap(), utc, "an offset without its colon");
+        assert_eq!(t("2025-06-01T12:00:00").unwrap(), utc - 123_456);
         for text in ["1999-12-31T23:59:59.000001Z", "2038-01-19T03:14:08.000000Z", "1969-07-20T20:17:40.000000Z"] {
             assert_eq!(text.parse::<Timestamp>().unwrap().to_string(), text);
         }

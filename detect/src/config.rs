@@ -40,8 +40,13 @@ pub struct Config {
     /// Users allowed to delete Events: the namespace controller and garbage collector.
     /// Anyone else, service accounts included, raises K8S_DeleteEvents.
     pub event_deleters: Vec<String>,
-    /// The CoreDNS ConfigMaps, as `namespace/name` (K8S_CoreDnsModification).
+    /// The CoreDNS ConfigMaps, as `namespace/name` (K8S_CoreDnsModification when changed or
+    /// deleted; their creation is CoreDNS being installed).
     pub coredns_config_maps: Vec<String>,
+    /// ConfigMaps whose `*.override` and `*.server` entries CoreDNS imports on top of its
+    /// Corefile, as `namespace/name`: AKS's and Gardener's `kube-system/coredns-custom`.
+    /// Creating one changes DNS as much as changing it does (K8S_CoreDnsModification).
+    pub coredns_custom_config_maps: Vec<String>,
     /// Addresses of proxies and TOR exit nodes (K8S_TI_Proxy): the user's feed, as CIDRs
     /// (`192.0.2.7/32`, `2001:db8::/48`). Empty by default: there is no built-in feed.
     pub proxy_networks: Vec<IpNet>,
@@ -55,6 +60,13 @@ pub struct Config {
     /// How many once-only findings are remembered (a client seen using a pentest tool, or
     /// coming from a proxy address, is reported once); the oldest are forgotten first.
     pub once_only_memory: usize,
+    /// How many workloads (Deployments, ReplicaSets, Jobs...) are remembered as having had
+    /// their pod template read, so that the ReplicaSets and pods their controllers make from
+    /// it are not read again (one alert, not one per replica); the oldest are forgotten
+    /// first, and the next pod of a forgotten one is read again.
+    pub template_memory: usize,
+    /// The runtime rules (K8S.NODE_*).
+    pub runtime: crate::runtime::RuntimeConfig,
 }
 
 /// K8S_PenTestToolsKubeHunter: tools recognised by their user agent, and the probing pattern
@@ -239,6 +251,7 @@ impl Default for Config {
             ]),
             mining_images: strings(&[
                 "*xmrig*",
+                "*cryptominer*",
                 "*xmr-stak*",
                 "*minergate*",
                 "*nicehash*",
@@ -283,12 +296,15 @@ impl Default for Config {
                 "system:kube-controller-manager",
                 "system:apiserver",
             ]),
-            coredns_config_maps: strings(&["kube-system/coredns", "kube-system/coredns-custom"]),
+            coredns_config_maps: strings(&["kube-system/coredns"]),
+            coredns_custom_config_maps: strings(&["kube-system/coredns-custom"]),
             proxy_networks: Vec::new(),
             pentest: PenTestConfig::default(),
             exposure: ExposureConfig::default(),
             baseline_exempt_service_accounts: Vec::new(),
             once_only_memory: 10_000,
+            template_memory: 20_000,
+            runtime: crate::runtime::RuntimeConfig::default(),
         }
     }
 }

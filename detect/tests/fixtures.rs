@@ -11,7 +11,20 @@
 //!   server-side dry run, a label on the CoreDNS ConfigMap;
 //! - `request-received`: the RequestReceived stage of every attack request;
 //! - `attack-workloads`, `attack-exposure`, `attack-control-plane`, `clients`: the
-//!   attacker's steps with kubectl and curl, and a certificate rotation of a webhook.
+//!   attacker's steps with kubectl and curl, and a certificate rotation of a webhook;
+//! - `attack-workload-chain`: a privileged Deployment, the ReplicaSet the Deployment
+//!   controller makes of it and the pods the ReplicaSet controller makes of that;
+//! - `attack-controller-pods`: a log that begins after a privileged Deployment and its
+//!   ReplicaSet, and a CronJob mounting the Docker socket, were written: only the pods, the
+//!   Job and its pod that the controllers make of them;
+//! - `attack-roles`: roles granting the RBAC good practices' escalation paths, and two
+//!   lookalikes (a read-only rule in every API group, a token for one named account);
+//! - `attack-volume-and-dns`: a PersistentVolume on the node's `/`, an ordinary hostPath one,
+//!   and CoreDNS overridden through `kube-system/coredns-custom`, as on AKS.
+//!
+//! These four were recorded later, with `persistentvolumes` added to the policy's
+//! RequestResponse resources; the controllers' writes there are sent with the controllers'
+//! own service-account tokens and user agents, in the bodies kube-controller-manager sends.
 //!
 //! The learning period of the service-account baseline ends at a marker request
 //! (`GET /version` with user agent `fixture-phase/learning-ended`).
@@ -21,7 +34,9 @@ use std::io::BufReader;
 use riposte_detect::audit::{Event, JsonLines, Timestamp, parse_body};
 use riposte_detect::{Baseline, Config, Engine, Finding, LearningPeriod, Service, Workload};
 
-const FIXTURES: [&str; 8] = [
+mod support;
+
+const FIXTURES: [&str; 12] = [
     "bootstrap.jsonl",
     "request-received.jsonl",
     "benign-other.jsonl",
@@ -30,6 +45,10 @@ const FIXTURES: [&str; 8] = [
     "attack-workloads.jsonl",
     "attack-exposure.jsonl",
     "attack-control-plane.jsonl",
+    "attack-workload-chain.jsonl",
+    "attack-controller-pods.jsonl",
+    "attack-roles.jsonl",
+    "attack-volume-and-dns.jsonl",
 ];
 
 fn path(name: &str) -> String {
@@ -62,25 +81,9 @@ impl Replay {
         let mut findings = Vec::new();
         for event in load(name) {
             findings.extend(self.engine.evaluate(&event, &self.cluster));
-            self.observe(&event);
+            support::observe(&event, &mut self.cluster);
         }
         findings
-    }
-
-    fn observe(&mut self, event: &Event) {
-        let (Some(object_ref), Some(object)) = (&event.object_ref, &event.response_object) else {
-            return;
-        };
-        let written = matches!(event.verb.as_str(), "create" | "update" | "patch") && object_ref.subresource.is_empty();
-        if !written || event.is_dry_run() {
-            return;
-        }
-        if let Ok(workload) = serde_json::from_str::<Workload>(object.get()) {
-            self.cluster.retain(|w| {
-                (w.kind(), w.namespace(), w.name()) != (workload.kind(), workload.namespace(), workload.name())
-            });
-            self.cluster.push(workload);
-        }
     }
 }
 
@@ -262,6 +265,81 @@ fn rbac_and_control_plane_attacks_are_reported_and_certificate_rotation_is_not()
         evidence(&findings[6], "webhooks[0]"),
         Some("pod-defaults.example.com -> https://203.0.113.9:8443/mutate")
     );
+}
+
+#[test]
+fn a_deployment_its_replicaset_and_its_pods_raise_one_alert() {
+    let findings = after_benign("attack-workload-chain.jsonl");
+    let described: Vec<String> = findings.iter().map(describe).collect();
+    assert_eq!(described, ["K8S_PrivilegedContainer shop/metrics-agent agent by mallory"]);
+    assert_eq!(findings[0].entities.workload_kind.as_deref(), Some("Deployment"));
+}
+
+#[test]
+fn a_log_that_begins_after_the_workloads_were_written_raises_their_alerts_from_what_controllers_make() {
+    let findings = after_benign("attack-controller-pods.jsonl");
+    let described: Vec<String> = findings.iter().map(describe).collect();
+    assert_eq!(
+        described,
+        [
+            "K8S_PrivilegedContainer shop/cache-sync-5b8d9f6c47 sync by system:serviceaccount:kube-system:replicaset-controller",
+            "K8S_SensitiveMount shop/log-rotate-29935711 rotate by system:serviceaccount:kube-system:cronjob-controller",
+        ],
+        "one alert for the three replicas, one for the Job and its pod"
+    );
+    let pod = &findings[0];
+    assert_eq!(pod.entities.pod.as_deref(), Some("cache-sync-5b8d9f6c47-rl7ll"));
+    assert_eq!(pod.entities.workload_kind.as_deref(), Some("ReplicaSet"));
+    assert_eq!(evidence(pod, "controlledBy"), Some("ReplicaSet cache-sync-5b8d9f6c47 (of Deployment cache-sync)"));
+    let job = &findings[1];
+    assert_eq!(job.entities.workload_kind.as_deref(), Some("Job"));
+    assert_eq!(evidence(job, "controlledBy"), Some("CronJob log-rotate"));
+    assert_eq!(evidence(job, "hostPath"), Some("spec.template.spec.volumes[0].hostPath.path: /var/run/docker.sock"));
+}
+
+#[test]
+fn roles_granting_escalation_paths_are_reported_and_their_lookalikes_are_not() {
+    let findings = after_benign("attack-roles.jsonl");
+    let described: Vec<String> = findings.iter().map(describe).collect();
+    assert_eq!(
+        described,
+        [
+            "K8S_HighPrivilegesRole -/kubelet-debug - by mallory",
+            "K8S_HighPrivilegesRole shop/deployer - by mallory",
+            "K8S_HighPrivilegesRole -/token-issuer - by mallory",
+            "K8S_HighPrivilegesRole -/csr-approver - by mallory",
+            "K8S_HighPrivilegesRole -/volume-maker - by mallory",
+        ],
+        "alice's read-only rule in every API group and her token for one named account raise nothing"
+    );
+    let privileges: Vec<&str> = findings.iter().filter_map(|f| evidence(f, "privilege")).collect();
+    assert_eq!(
+        privileges,
+        [
+            "rules[0]: get/create nodes/proxy",
+            "rules[0]: create/update/patch deployments",
+            "rules[0]: create serviceaccounts/token",
+            "rules[1] and rules[2]: update certificatesigningrequests/approval, approve signers",
+            "rules[0]: create persistentvolumes",
+        ]
+    );
+    assert!(evidence(&findings[0], "risk").is_some_and(|r| r.contains("runs commands in every pod of the nodes")));
+}
+
+#[test]
+fn a_host_root_persistent_volume_and_a_coredns_override_are_reported() {
+    let findings = after_benign("attack-volume-and-dns.jsonl");
+    let described: Vec<String> = findings.iter().map(describe).collect();
+    assert_eq!(
+        described,
+        ["K8S_SensitiveMount shop/host-root - by mallory", "K8S_CoreDnsModification kube-system/- - by mallory"],
+        "alice's PersistentVolume on /mnt/scratch raises nothing"
+    );
+    assert_eq!(evidence(&findings[0], "hostPath"), Some("spec.hostPath.path: /"));
+    assert_eq!(evidence(&findings[0], "claimRef"), Some("shop/data"));
+    assert_eq!(findings[0].entities.workload_kind.as_deref(), Some("PersistentVolume"));
+    assert_eq!(evidence(&findings[1], "object"), Some("ConfigMap kube-system/coredns-custom"));
+    assert_eq!(evidence(&findings[1], "dataKeys"), Some("internal.server, log.override"));
 }
 
 #[test]

@@ -93,11 +93,16 @@ impl LocalAuditWebhook {
     /// Makes a throwaway CA, the webhook's serving certificate (127.0.0.1) and the
     /// apiserver's client certificate, and binds the webhook on a free loopback port.
     pub async fn bind(max_body_bytes: usize) -> Result<LocalAuditWebhook> {
-        LocalAuditWebhook::bind_with(max_body_bytes, None).await
+        LocalAuditWebhook::bind_with(max_body_bytes, None, None).await
     }
 
-    /// As [`LocalAuditWebhook::bind`], also accepting a bearer token.
-    pub async fn bind_with(max_body_bytes: usize, token: Option<String>) -> Result<LocalAuditWebhook> {
+    /// As [`LocalAuditWebhook::bind`], also accepting a bearer token, and serving Firehose
+    /// deliveries with an access key.
+    pub async fn bind_with(
+        max_body_bytes: usize,
+        token: Option<String>,
+        firehose_access_key: Option<String>,
+    ) -> Result<LocalAuditWebhook> {
         use rcgen::ExtendedKeyUsagePurpose;
         let ca = TestCa::new("riposte-local-audit-ca")?;
         let (server_cert, server_key) = ca.issue(
@@ -123,6 +128,7 @@ impl LocalAuditWebhook {
             tls_key: dir.join("tls.key"),
             client_ca: Some(dir.join("ca.crt")),
             token,
+            firehose_access_key,
             max_body_bytes,
         };
         let bound = crate::detection::webhook::Webhook::bind(&settings).await;

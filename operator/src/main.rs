@@ -15,12 +15,15 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
+use riposte::detection::cluster::{self, ClusterSettings};
 use riposte::detection::pipeline::{self, DetectionSettings, QueueLimits};
+use riposte::detection::runtime::{self, RuntimeSettings};
 use riposte::detection::webhook::{Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::leader;
 use riposte::local::{self, LocalAuditWebhook, LocalControlPlane};
-use riposte::metrics::{DetectionMetrics, Metrics};
+use riposte::metrics::{DetectionMetrics, Metrics, RuntimeMetrics};
+use riposte_detect::coverage::AuditCoverage;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -42,7 +45,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRDs as YAML (the same as the files under crds/).
     Crds,
     /// Build the local control plane's binaries (etcd, kube-apiserver) unless cached, and
@@ -51,6 +54,61 @@ enum Command {
     /// Run the detection rules over audit log files, offline, and print the alerts they would
     /// raise.
     Detect(DetectArgs),
+    /// Run the node side of the runtime detections (one per node, as a DaemonSet): Riposte's
+    /// eBPF sensor and/or a Tetragon export file in, K8S.NODE_* Alerts out.
+    Sensor(SensorArgs),
+}
+
+/// `riposte sensor`: the runtime detections of one node.
+#[derive(clap::Args)]
+struct SensorArgs {
+    /// This node's name (from the downward API's spec.nodeName): events are attributed to
+    /// the pods scheduled on it.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The operator's namespace, home of the alerts about the node's own processes.
+    #[arg(long, default_value = "riposte-system", env = "POD_NAMESPACE")]
+    namespace: String,
+    /// Do not load Riposte's eBPF sensor (a node where Tetragon is the only source).
+    #[arg(long, env = "RIPOSTE_SENSOR_NO_EBPF")]
+    no_ebpf: bool,
+    /// Follow this Tetragon JSON export file (Tetragon's --export-filename), across
+    /// rotations, from its current end.
+    #[arg(long, env = "RIPOSTE_SENSOR_TETRAGON_EXPORT")]
+    tetragon_export: Option<PathBuf>,
+    /// Leave the open connections of this node's isolated pods alone (by default the node's
+    /// connection tracking forgets them, so that an isolation also cuts a shell opened
+    /// before it; that needs the node's network namespace and CAP_NET_ADMIN).
+    #[arg(long, env = "RIPOSTE_SENSOR_KEEP_ISOLATED_CONNECTIONS")]
+    keep_isolated_connections: bool,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, default_value = "0.0.0.0:8081", env = "RIPOSTE_METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    detection: DetectionArgs,
+}
+
+/// Runs the node's runtime detections until SIGTERM.
+async fn sense(args: SensorArgs) -> riposte::Result<()> {
+    let config = args.detection.config()?.runtime;
+    let client = Client::try_default().await?;
+    let mut registry = Registry::default();
+    let detection_metrics = DetectionMetrics::register(&mut registry);
+    let runtime_metrics = RuntimeMetrics::register(&mut registry);
+    let ready = Arc::new(AtomicBool::new(true));
+    let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready);
+    let settings = riposte::detection::node::NodeSettings {
+        node: args.node_name,
+        namespace: args.namespace,
+        config,
+        ebpf: !args.no_ebpf,
+        tetragon_export: args.tetragon_export,
+        forget_isolated_connections: !args.keep_isolated_connections,
+    };
+    tokio::select! {
+        sensed = riposte::detection::node::run(client, settings, detection_metrics, runtime_metrics, terminated()) => sensed,
+        served = server => served,
+    }
 }
 
 /// `riposte detect`: the operator's detection rules over audit log files.
@@ -59,8 +117,11 @@ enum Command {
 The alerts are those the operator would create from the same events (same names, `kubectl apply -f -` \
 takes `-o yaml`). Time comes from the events: the service-account baseline learns from the first \
 event's timestamp for --baseline-learning-hours, then reports operations outside it. Large files \
-are streamed; a file that is a single EventList document is read whole. Malformed lines are \
-reported on stderr and skipped. A progress line is drawn on stderr when it is a terminal.
+are streamed; a file that is a single EventList document is read whole. Managed clusters' exports are \
+read as they are, gzip-compressed or not: AKS diagnostic records (Event Hubs, storage), EKS's CloudWatch \
+Logs payloads and Firehose deliveries, GKE's LogEntries and Pub/Sub pushes (docs/managed-clusters.md). \
+Malformed lines and records are reported on stderr and skipped. A progress line is drawn on stderr when \
+it is a terminal.
 
 Exit status: 0 when every file was read, 1 when a file cannot be read or holds no audit event.
 
@@ -69,8 +130,8 @@ Example:
       --workloads <(kubectl get pods,deployments,daemonsets,statefulsets,replicasets,jobs,cronjobs,services -A -o json)")]
 struct DetectArgs {
     /// An audit log: JSON lines of audit.k8s.io/v1 events, as kube-apiserver's log backend
-    /// writes them and managed clusters export them; `-` reads stdin. Repeat it, or give
-    /// several files, to read them in order.
+    /// writes them, or a managed cluster's export (AKS, EKS, GKE envelopes; gzip too); `-`
+    /// reads stdin. Repeat it, or give several files, to read them in order.
     #[arg(long = "audit-log", value_name = "FILE", required = true, num_args = 1..)]
     audit_logs: Vec<PathBuf>,
     /// The cluster that the exposure rules (K8S_Exposed*) look at behind Services: the output
@@ -150,8 +211,9 @@ struct RunArgs {
     /// riposte-automation) when it does not run in a pod.
     #[arg(long, default_value = "riposte-system", env = "RIPOSTE_NAMESPACE")]
     namespace: String,
-    /// A detection repeating an open Alert (same type, same entities) within this many
-    /// seconds of its last sighting is folded into it.
+    /// A detection repeating an open Alert (same type, same place: namespace, pod,
+    /// container, image, workload, and no disagreement on user, node or service account)
+    /// within this many seconds of its last sighting is folded into it.
     #[arg(long, default_value_t = 3600, env = "RIPOSTE_ALERT_DEDUP_WINDOW_SECONDS")]
     alert_dedup_window_seconds: u64,
     #[command(flatten)]
@@ -162,6 +224,16 @@ struct RunArgs {
     /// at start.
     #[arg(long, default_value_t = 600, env = "RIPOSTE_CONFIG_SCAN_INTERVAL_SECONDS")]
     config_scan_interval_seconds: u64,
+    /// Do not watch the pods and workloads to run the workload rules on what the cluster
+    /// holds (the second source, which audit loss cannot blind, and which sees the pods that
+    /// controllers create).
+    #[arg(long, env = "RIPOSTE_NO_CLUSTER_WATCH")]
+    no_cluster_watch: bool,
+    /// How long the creation of a pod or workload that the cluster watch saw may wait for
+    /// its audit event before Riposte reports audit loss (Riposte.AuditLoss); 0 turns the
+    /// comparison off. Only with an audit webhook.
+    #[arg(long, default_value_t = 60, env = "RIPOSTE_AUDIT_LOSS_GRACE_SECONDS")]
+    audit_loss_grace_seconds: u64,
 }
 
 /// The audit webhook that kube-apiserver's webhook audit backend posts to.
@@ -184,6 +256,11 @@ struct AuditWebhookArgs {
     /// Accept clients sending `Authorization: Bearer <token>` with the token in this file.
     #[arg(long, env = "RIPOSTE_AUDIT_WEBHOOK_TOKEN_FILE", requires = "audit_webhook_addr")]
     audit_webhook_token_file: Option<PathBuf>,
+    /// Serve POST /firehose to an Amazon Data Firehose stream (HTTP endpoint destination)
+    /// configured with the access key in this file: EKS audit logs delivered by a CloudWatch
+    /// Logs subscription (docs/managed-clusters.md).
+    #[arg(long, env = "RIPOSTE_FIREHOSE_ACCESS_KEY_FILE", requires = "audit_webhook_addr")]
+    firehose_access_key_file: Option<PathBuf>,
     /// Larger request bodies are refused with 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024, env = "RIPOSTE_AUDIT_WEBHOOK_MAX_BODY_BYTES")]
     audit_webhook_max_body_bytes: usize,
@@ -236,12 +313,15 @@ impl AuditWebhookArgs {
             return Ok(None);
         };
         let token = self.audit_webhook_token_file.as_deref().map(WebhookSettings::read_token).transpose()?;
+        let firehose_access_key =
+            self.firehose_access_key_file.as_deref().map(WebhookSettings::read_token).transpose()?;
         let settings = WebhookSettings {
             addr,
             tls_cert: tls_cert.clone(),
             tls_key: tls_key.clone(),
             client_ca: self.audit_webhook_client_ca.clone(),
             token,
+            firehose_access_key,
             max_body_bytes: self.audit_webhook_max_body_bytes,
         };
         Ok(Some(Webhook::bind(&settings).await?))
@@ -254,7 +334,8 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
+            Command::Sensor(args) => sense(args).await,
             Command::Prepare => {
                 let dir = local::ensure_binaries().await?;
                 println!("{}", dir.display());
@@ -329,6 +410,13 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let detection_metrics = DetectionMetrics::register(&mut registry);
+    let runtime_metrics = RuntimeMetrics::register(&mut registry);
+    let runtime_settings =
+        RuntimeSettings { config: detection.runtime.clone(), namespace: settings.namespace.clone(), node: None };
+    let cluster_settings = (!args.no_cluster_watch)
+        .then(|| ClusterSettings { config: detection.clone(), namespace: settings.namespace.clone() });
+    let audit_loss_grace = (args.audit_loss_grace_seconds > 0 && webhook.is_some())
+        .then(|| Duration::from_secs(args.audit_loss_grace_seconds));
     let detected = detect(
         webhook,
         client.clone(),
@@ -340,7 +428,11 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             baseline_save_interval: Duration::from_secs(30),
         },
         QueueLimits { events: args.audit_webhook.audit_queue_events, bytes: args.audit_webhook.audit_queue_bytes },
+        runtime_settings,
+        cluster_settings,
+        audit_loss_grace,
         detection_metrics,
+        runtime_metrics,
     );
     let ready = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { controller: "riposte".into(), instance: args.pod_name.clone() };
@@ -380,27 +472,61 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
 /// How long a stopping replica waits for its controllers to stop and its Lease to be released.
 const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves the audit webhook and evaluates what it receives, when there is a webhook. Every
-/// replica detects (the apiserver's batches reach whichever one the Service picks); Alerts
-/// are named after the request they saw, so a batch retried elsewhere is raised once.
+/// Watches the cluster's pods and workloads (unless told not to), serves the webhooks
+/// (audit, Falco) and evaluates what they receive, when there is a webhook. Every replica
+/// detects (the apiserver's batches reach whichever one the Service picks); Alerts are named
+/// after the request, the execution or the object they saw, so a batch retried elsewhere,
+/// or an object every replica watches, is raised once.
+#[allow(clippy::too_many_arguments)]
 async fn detect(
     webhook: Option<Webhook>,
     client: Client,
     settings: DetectionSettings,
     queue_limits: QueueLimits,
+    runtime_settings: RuntimeSettings,
+    cluster_settings: Option<ClusterSettings>,
+    audit_loss_grace: Option<Duration>,
     metrics: DetectionMetrics,
+    runtime_metrics: RuntimeMetrics,
 ) -> riposte::Result<()> {
+    // Audit loss is told by comparing the two sources: only with both.
+    let coverage = audit_loss_grace
+        .filter(|_| cluster_settings.is_some())
+        .map(|grace| Arc::new(std::sync::Mutex::new(AuditCoverage::new(grace, &cluster::WATCHED_RESOURCES))));
+    match cluster_settings {
+        Some(cluster_settings) => {
+            let (client, coverage, metrics) = (client.clone(), coverage.clone(), metrics.clone());
+            tokio::spawn(cluster::run(client, cluster_settings, coverage, metrics, std::future::pending()));
+        }
+        None => info!("--no-cluster-watch: the workload rules only see what the audit events report"),
+    }
     let Some(webhook) = webhook else {
-        info!("no audit webhook configured (--audit-webhook-addr): detections from audit events are off");
+        info!("no webhook configured (--audit-webhook-addr): detections from audit events and Falco are off");
         return std::future::pending().await;
     };
     let (queue, receiver) = pipeline::queue(queue_limits, metrics.clone());
+    let (inlet, runtime_receiver) = runtime::inlet(RUNTIME_QUEUE, runtime_metrics.clone());
+    let pods = Arc::new(std::sync::RwLock::new(runtime::PodIndex::default()));
+    tokio::spawn(runtime::watch_pods(client.clone(), None, pods.clone()));
+    let runtime_path = runtime::run(
+        client.clone(),
+        runtime_settings,
+        pods,
+        runtime_receiver,
+        metrics.clone(),
+        runtime_metrics,
+        std::future::pending(),
+    );
     tokio::select! {
-        served = webhook.serve(queue, metrics.clone()) => served,
+        served = webhook.serve(queue, inlet, metrics.clone()) => served,
         // On SIGTERM (a rollout, a drain) the baseline is saved before the process ends.
-        evaluated = pipeline::run(client, settings, receiver, metrics, terminated()) => evaluated.map(drop),
+        evaluated = pipeline::run(client, settings, receiver, coverage, metrics, terminated()) => evaluated.map(drop),
+        () = runtime_path => Ok(()),
     }
 }
+
+/// Runtime inputs (Falco alerts) waiting for the rules, at most.
+const RUNTIME_QUEUE: usize = 65_536;
 
 /// Completes on SIGTERM or Ctrl-C.
 async fn terminated() {

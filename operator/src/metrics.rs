@@ -113,6 +113,11 @@ pub struct TypeLabels {
     pub r#type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+}
+
 /// The detection path: the audit webhook, its queue, the rules and the Alerts they raise.
 #[derive(Clone)]
 pub struct DetectionMetrics {
@@ -126,6 +131,8 @@ pub struct DetectionMetrics {
     pub alerts_created: Counter,
     pub alert_write_failures: Counter,
     pub detection_seconds: Histogram,
+    pub cluster_objects_evaluated: Counter,
+    pub audit_unreported: Family<ResourceLabels, Counter>,
 }
 
 impl DetectionMetrics {
@@ -141,6 +148,8 @@ impl DetectionMetrics {
             alerts_created: Counter::default(),
             alert_write_failures: Counter::default(),
             detection_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            cluster_objects_evaluated: Counter::default(),
+            audit_unreported: Family::default(),
         };
         registry.register(
             "riposte_audit_requests",
@@ -185,8 +194,79 @@ impl DetectionMetrics {
         );
         registry.register(
             "riposte_detection_seconds",
-            "Time from an audit batch's receipt to the Alert it raised being created",
+            "Time from an audit batch's receipt (or a watch event's) to the Alert it raised being created",
             metrics.detection_seconds.clone(),
+        );
+        registry.register(
+            "riposte_cluster_objects_evaluated",
+            "Pods and workloads the workload rules evaluated as the cluster holds them (the second source)",
+            metrics.cluster_objects_evaluated.clone(),
+        );
+        registry.register(
+            "riposte_audit_unreported_objects",
+            "Objects created with no audit event reporting them within the grace period, by resource",
+            metrics.audit_unreported.clone(),
+        );
+        metrics
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SensorLabels {
+    pub sensor: String,
+}
+
+/// The runtime path: what the sensors hand over, and what becomes of it.
+#[derive(Clone)]
+pub struct RuntimeMetrics {
+    pub events_received: Family<SensorLabels, Counter>,
+    pub events_dropped: Family<SensorLabels, Counter>,
+    pub events_rejected: Family<SensorLabels, Counter>,
+    pub events_evaluated: Family<SensorLabels, Counter>,
+    pub events_unattributed: Family<SensorLabels, Counter>,
+    /// Events the kernel could not hand to Riposte's sensor (its ring buffer was full).
+    pub kernel_drops: Gauge,
+}
+
+impl RuntimeMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = RuntimeMetrics {
+            events_received: Family::default(),
+            events_dropped: Family::default(),
+            events_rejected: Family::default(),
+            events_evaluated: Family::default(),
+            events_unattributed: Family::default(),
+            kernel_drops: Gauge::default(),
+        };
+        registry.register(
+            "riposte_runtime_events_received",
+            "Runtime events accepted into the detection queue, by sensor",
+            metrics.events_received.clone(),
+        );
+        registry.register(
+            "riposte_runtime_events_dropped",
+            "Runtime events dropped because the detection queue was full, by sensor",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "riposte_runtime_events_rejected",
+            "Runtime inputs that could not be read (malformed lines or bodies), by sensor",
+            metrics.events_rejected.clone(),
+        );
+        registry.register(
+            "riposte_runtime_events_evaluated",
+            "Runtime events evaluated by the rules, by sensor",
+            metrics.events_evaluated.clone(),
+        );
+        registry.register(
+            "riposte_runtime_events_unattributed",
+            "Runtime events of a container that no pod listed in time, evaluated without the pod, by sensor",
+            metrics.events_unattributed.clone(),
+        );
+        registry.register(
+            "riposte_sensor_kernel_drops",
+            "Events the kernel dropped because the sensor's ring buffer was full (since the sensor started)",
+            metrics.kernel_drops.clone(),
         );
         metrics
     }

@@ -121,6 +121,31 @@ fn a_file_without_any_event_fails_and_malformed_lines_are_reported() {
 }
 
 #[test]
+fn managed_clusters_exports_are_read_as_they_are_gzip_compressed_or_not() {
+    let providers = concat!(env!("CARGO_MANIFEST_DIR"), "/../detect/tests/data/providers");
+    let blob = std::fs::read(format!("{providers}/aks-storage-PT1H.json")).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&blob).unwrap();
+    let compressed = scratch("PT1H.json.gz");
+    std::fs::write(&compressed, encoder.finish().unwrap()).unwrap();
+    let gke = format!("{providers}/gke-logentries.json");
+    let output = riposte(&["--audit-log", compressed.to_str().unwrap(), &gke], None);
+    std::fs::remove_file(&compressed).unwrap();
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        table_types(&stdout),
+        ["K8S_PrivilegedContainer", "K8S_ClusterAdminBinding"],
+        "the GKE entries are the same requests: raised once"
+    );
+    assert!(stderr.starts_with("riposte detect: 2 files, 4 events, 0 malformed lines skipped, 2 alerts"), "{stderr}");
+    assert!(stderr.contains("PT1H.json.gz: AKS diagnostic records\n"), "{stderr}");
+    assert!(stderr.contains("gke-logentries.json: GKE audit LogEntries\n"), "{stderr}");
+    assert!(stderr.contains("     1  an AKS record of category kube-apiserver, not kube-audit\n"), "{stderr}");
+    assert!(stderr.contains("     1  a LogEntry of container.googleapis.com, not of k8s.io\n"), "{stderr}");
+}
+
+#[test]
 fn stdin_is_read_with_a_dash() {
     let log = std::fs::read(fixture("attack-control-plane.jsonl")).unwrap();
     let output = riposte(&["--audit-log", "-", "-q"], Some(&log));

@@ -60,13 +60,16 @@ async fn main() {
         .expect("the policy applies");
     env.run_operator(env.client.clone(), default_guardrails());
 
-    let local = LocalAuditWebhook::bind_with(32 * 1024 * 1024, Some(TOKEN.into())).await.expect("the webhook binds");
+    let local =
+        LocalAuditWebhook::bind_with(32 * 1024 * 1024, Some(TOKEN.into()), None).await.expect("the webhook binds");
     let target = local.target.clone();
     let (_server, receiver, metrics) = serve_audit_webhook(local.webhook, AUDIT_QUEUE);
     let settings = detection_settings(riposte_detect::Config::default(), Duration::from_secs(3600));
     let client = env.client.clone();
     let evaluated = metrics.clone();
-    tokio::spawn(async move { pipeline::run(client, settings, receiver, evaluated, std::future::pending()).await });
+    tokio::spawn(
+        async move { pipeline::run(client, settings, receiver, None, evaluated, std::future::pending()).await },
+    );
 
     let alerts_seen = watch_alerts(&env);
     let isolations_seen = watch_isolations(&env);

@@ -18,6 +18,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
+use riposte::detection::cluster::{self, ClusterSettings};
 use riposte::detection::pipeline::{self, DetectionSettings};
 use riposte::guard::Guardrails;
 use riposte::local::{self, LocalControlPlane, Options};
@@ -49,6 +50,7 @@ pub struct Audit {
     pub metrics: DetectionMetrics,
     receiver: Option<pipeline::Receiver>,
     detector: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<pipeline::Receiver>)>,
+    cluster_watch: Option<JoinHandle<()>>,
     server: JoinHandle<()>,
 }
 
@@ -61,13 +63,47 @@ pub fn serve_audit_webhook(
     webhook: riposte::detection::webhook::Webhook,
     limits: pipeline::QueueLimits,
 ) -> (JoinHandle<()>, pipeline::Receiver, DetectionMetrics) {
-    let metrics = DetectionMetrics::register(&mut Registry::default());
+    let (server, receiver, metrics, _runtime) = serve_webhooks(webhook, limits);
+    (server, receiver, metrics)
+}
+
+/// Writes the webhook's CA and a client's certificate and key into `dir` (for curl's
+/// `--cacert dir/ca.crt`); returns curl's arguments that present the client certificate.
+pub fn write_webhook_credentials(target: &riposte::local::AuditWebhookTarget, dir: &std::path::Path) -> Vec<String> {
+    for (name, pem) in
+        [("ca.crt", &target.ca_pem), ("client.crt", &target.client_cert_pem), ("client.key", &target.client_key_pem)]
+    {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    vec![
+        "--cert".to_owned(),
+        dir.join("client.crt").display().to_string(),
+        "--key".to_owned(),
+        dir.join("client.key").display().to_string(),
+    ]
+}
+
+/// The runtime side of the webhooks: Falco's alerts as queued for the rules.
+pub struct RuntimeInputs {
+    pub receiver: tokio::sync::mpsc::Receiver<(riposte::detection::runtime::Input, std::time::Instant)>,
+    pub metrics: riposte::metrics::RuntimeMetrics,
+}
+
+/// As [`serve_audit_webhook`], with the Falco endpoints' queue too.
+pub fn serve_webhooks(
+    webhook: riposte::detection::webhook::Webhook,
+    limits: pipeline::QueueLimits,
+) -> (JoinHandle<()>, pipeline::Receiver, DetectionMetrics, RuntimeInputs) {
+    let mut registry = Registry::default();
+    let metrics = DetectionMetrics::register(&mut registry);
+    let runtime_metrics = riposte::metrics::RuntimeMetrics::register(&mut registry);
     let (queue, receiver) = pipeline::queue(limits, metrics.clone());
+    let (inlet, runtime_receiver) = riposte::detection::runtime::inlet(1024, runtime_metrics.clone());
     let served = metrics.clone();
     let server = tokio::spawn(async move {
-        webhook.serve(queue, served).await.expect("the audit webhook serves");
+        webhook.serve(queue, inlet, served).await.expect("the webhooks serve");
     });
-    (server, receiver, metrics)
+    (server, receiver, metrics, RuntimeInputs { receiver: runtime_receiver, metrics: runtime_metrics })
 }
 
 /// How the rules run in tests: the default lists, a baseline that learns for `learning`,
@@ -103,17 +139,56 @@ impl Env {
     /// webhook on loopback. The webhook queues from the start; the rules run from
     /// [`Env::start_detection`] on.
     pub async fn with_audit_webhook() -> Env {
-        let local = riposte::local::LocalAuditWebhook::bind(32 * 1024 * 1024).await.expect("the audit webhook binds");
-        let options = Options { audit_webhook: Some(local.target.clone()), ..Options::default() };
+        Env::with_audit_webhook_and(Options::default(), 32 * 1024 * 1024).await
+    }
+
+    /// As [`Env::with_audit_webhook`], with more `options` (more users), and a webhook that
+    /// refuses bodies over `max_body_bytes` (413: the apiserver drops those batches).
+    pub async fn with_audit_webhook_and(options: Options, max_body_bytes: usize) -> Env {
+        let local = riposte::local::LocalAuditWebhook::bind(max_body_bytes).await.expect("the audit webhook binds");
+        let options = Options { audit_webhook: Some(local.target.clone()), ..options };
         let mut env = Env::start_with(options).await;
         let (server, receiver, metrics) = serve_audit_webhook(local.webhook, AUDIT_QUEUE);
-        env.audit = Some(Audit { target: local.target, metrics, receiver: Some(receiver), detector: None, server });
+        env.audit = Some(Audit {
+            target: local.target,
+            metrics,
+            receiver: Some(receiver),
+            detector: None,
+            cluster_watch: None,
+            server,
+        });
         env.namespace("riposte-system").await;
         env
     }
 
     /// Starts evaluating the audit events (those queued so far first) with `client`.
     pub fn start_detection(&mut self, client: Client, settings: DetectionSettings) {
+        self.start_pipeline(client, settings, None);
+    }
+
+    /// Starts evaluating the audit events, and the second source beside them: the cluster
+    /// watch, comparing what it sees with the audit events for audit loss after `grace`.
+    /// The watch runs until the Env is dropped.
+    pub fn start_detection_with_cluster_watch(&mut self, client: Client, settings: DetectionSettings, grace: Duration) {
+        let coverage = Arc::new(std::sync::Mutex::new(riposte_detect::coverage::AuditCoverage::new(
+            grace,
+            &cluster::WATCHED_RESOURCES,
+        )));
+        let cluster_settings =
+            ClusterSettings { config: settings.config.clone(), namespace: settings.namespace.clone() };
+        let metrics = self.audit.as_ref().expect("an Env with_audit_webhook").metrics.clone();
+        let watch =
+            cluster::run(client.clone(), cluster_settings, Some(coverage.clone()), metrics, std::future::pending());
+        self.audit.as_mut().expect("audited").cluster_watch = Some(tokio::spawn(watch));
+        self.start_pipeline(client, settings, Some(coverage));
+    }
+
+    fn start_pipeline(
+        &mut self,
+        client: Client,
+        settings: DetectionSettings,
+        coverage: Option<Arc<std::sync::Mutex<riposte_detect::coverage::AuditCoverage>>>,
+    ) {
         let audit = self.audit.as_mut().expect("an Env with_audit_webhook");
         let receiver = audit.receiver.take().expect("detection is not running already");
         let metrics = audit.metrics.clone();
@@ -122,7 +197,7 @@ impl Env {
             let stopped = async {
                 let _ = stopped.await;
             };
-            pipeline::run(client, settings, receiver, metrics, stopped).await.expect("detection runs")
+            pipeline::run(client, settings, receiver, coverage, metrics, stopped).await.expect("detection runs")
         });
         audit.detector = Some((stop, detector));
     }
@@ -370,6 +445,9 @@ impl Drop for Env {
             audit.server.abort();
             if let Some((_, detector)) = audit.detector {
                 detector.abort();
+            }
+            if let Some(watch) = audit.cluster_watch {
+                watch.abort();
             }
         }
     }

@@ -584,10 +584,12 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     Api::<Service>::all(operator.clone()).list(&ListParams::default()).await.expect("Services can be listed");
     Api::<Deployment>::all(operator.clone()).list(&ListParams::default()).await.expect("Deployments can be listed");
     Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await.expect("pods can be listed");
-    // ...but never watches them (pods aside: isolation watches the isolated ones, by label,
-    // which RBAC cannot narrow) nor reads one it was not given, and reads no ConfigMap but
+    // ...and the cluster watch (the second source) watches pods and workloads; it never
+    // watches Services nor reads one object it was not given, and reads no ConfigMap but
     // its own kill switch and baseline.
-    assert!(can(&operator, "watch", "", "pods", None, None).await, "isolated pods are watched");
+    assert!(can(&operator, "watch", "", "pods", None, None).await, "pods are watched");
+    assert!(can(&operator, "watch", "apps", "deployments", None, None).await, "workloads are watched");
+    assert!(can(&operator, "watch", "batch", "cronjobs", None, None).await, "workloads are watched");
     let coredns = Api::<ConfigMap>::namespaced(operator.clone(), "kube-system").get("coredns").await;
     assert!(matches!(coredns, Err(kube::Error::Api(ref e)) if e.code == 403), "{coredns:?}");
     let configmaps = Api::<ConfigMap>::all(operator.clone()).list(&ListParams::default()).await;
@@ -595,7 +597,7 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     for (verb, group, resource, namespace, name) in [
         ("watch", "", "services", None, None),
         ("get", "", "services", Some("shop"), Some("web")),
-        ("watch", "apps", "deployments", None, None),
+        ("get", "apps", "deployments", Some("shop"), Some("web")),
         ("watch", "", "configmaps", Some("kube-system"), None),
         ("get", "", "configmaps", Some("riposte-system"), Some("evidence-shop-kill")),
         ("update", "", "configmaps", Some("riposte-system"), Some("riposte-automation")),

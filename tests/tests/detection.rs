@@ -658,24 +658,14 @@ fn event(audit_id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_authenticates_bounds_its_input_and_reports_drops() {
-    let local = LocalAuditWebhook::bind_with(4096, Some("s3cret-token".into())).await.expect("binds");
+    let local = LocalAuditWebhook::bind_with(4096, Some("s3cret-token".into()), None).await.expect("binds");
     let target = local.target.clone();
     // Room for three events, and nothing evaluating them.
     let (server, _receiver, metrics) =
         serve_audit_webhook(local.webhook, pipeline::QueueLimits { events: 3, bytes: 1 << 20 });
     let dir = std::env::temp_dir().join(format!("riposte-webhook-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, pem) in
-        [("ca.crt", &target.ca_pem), ("client.crt", &target.client_cert_pem), ("client.key", &target.client_key_pem)]
-    {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
-    let certificate = [
-        "--cert".to_owned(),
-        dir.join("client.crt").display().to_string(),
-        "--key".to_owned(),
-        dir.join("client.key").display().to_string(),
-    ];
+    let certificate = riposte_e2e::write_webhook_credentials(&target, &dir);
     let certificate: Vec<&str> = certificate.iter().map(String::as_str).collect();
     let list = |ids: &[&str]| {
         serde_json::to_vec(&json!({ "kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": ids.iter().map(|id| event(id)).collect::<Vec<_>>() }))

@@ -1,7 +1,10 @@
 //! Rules on the cluster's own machinery: K8S_DeleteEvents, K8S_CoreDnsModification and
 //! K8S_AdmissionController.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::Config;
 use crate::audit::{Event, Timestamp};
@@ -48,21 +51,33 @@ pub fn deleted_events(event: &Event, config: &Config) -> Vec<Finding> {
 }
 
 /// K8S_CoreDnsModification: the CoreDNS ConfigMap updated, patched or deleted (also by
-/// deleting every ConfigMap of its namespace). A patch that changes only labels or
-/// annotations is not a modification of DNS.
+/// deleting every ConfigMap of its namespace), or a ConfigMap that CoreDNS imports
+/// (`coredns-custom`) created too: on AKS that is how CoreDNS is overridden. A patch that
+/// changes only labels or annotations is not a modification of DNS. The ConfigMap's data keys
+/// (`Corefile`, `*.override`, `*.server`) are evidence: they say which part of the
+/// configuration the entries go to.
 pub fn coredns_modified(event: &Event, config: &Config) -> Vec<Finding> {
     let Some(object_ref) = &event.object_ref else {
         return Vec::new();
     };
-    let names_coredns = config.coredns_config_maps.iter().any(|qualified| {
-        let (namespace, name) = qualified.split_once('/').unwrap_or(("kube-system", qualified));
-        namespace == object_ref.namespace && (name == object_ref.name || event.verb == "deletecollection")
-    });
-    if !names_coredns
-        || !matches!(&*event.verb, "update" | "patch" | "delete" | "deletecollection")
-        || !took_effect(event)
-        || !write_touches(event, &["data", "binaryData"])
-    {
+    let names = |list: &[String]| {
+        list.iter().any(|qualified| {
+            let (namespace, name) = qualified.split_once('/').unwrap_or(("kube-system", qualified));
+            namespace == object_ref.namespace && (name == object_ref.name || event.verb == "deletecollection")
+        })
+    };
+    let custom = names(&config.coredns_custom_config_maps);
+    let changes_dns = match &*event.verb {
+        "update" | "patch" | "delete" | "deletecollection" => custom || names(&config.coredns_config_maps),
+        "create" => custom,
+        _ => false,
+    };
+    if !changes_dns || !took_effect(event) || !write_touches(event, &["data", "binaryData"]) {
+        return Vec::new();
+    }
+    let keys = written_object(event).map(data_keys);
+    // An empty one, as AKS creates it, imports nothing.
+    if event.verb == "create" && keys == Some(None) {
         return Vec::new();
     }
     let object = if object_ref.name.is_empty() {
@@ -72,7 +87,27 @@ pub fn coredns_modified(event: &Event, config: &Config) -> Vec<Finding> {
     };
     let summary =
         format!("CoreDNS configuration: {object} {} by {}", past_tense(&event.verb), event.effective_user().username);
-    vec![finding(event, CORE_DNS_MODIFICATION, object, summary)]
+    let mut found = finding(event, CORE_DNS_MODIFICATION, object, summary);
+    if let Some(Some(keys)) = keys {
+        found.evidence.push(("dataKeys".to_owned(), keys));
+    }
+    vec![found]
+}
+
+/// The keys of a ConfigMap's `data` and `binaryData`, comma-separated; `None` for a body
+/// that is not a ConfigMap (a JSON patch) or has no data.
+fn data_keys(object: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data {
+        #[serde(default)]
+        data: Option<BTreeMap<String, IgnoredAny>>,
+        #[serde(default)]
+        binary_data: Option<BTreeMap<String, IgnoredAny>>,
+    }
+    let Data { data, binary_data } = serde_json::from_str(object).ok()?;
+    let keys: Vec<String> = data.into_iter().chain(binary_data).flat_map(BTreeMap::into_keys).collect();
+    (!keys.is_empty()).then(|| keys.join(", "))
 }
 
 /// The fields of a webhook whose change alters what is sent where; refreshing `caBundle`
@@ -252,6 +287,33 @@ mod tests {
         assert_eq!(coredns_modified(&e, &Config::default()).len(), 1);
         let e = event("get", "", "configmaps", "kube-system", "coredns", "mallory");
         assert!(coredns_modified(&e, &Config::default()).is_empty());
+    }
+
+    #[test]
+    fn creating_coredns_custom_overrides_dns_and_creating_coredns_installs_it() {
+        let custom = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"coredns-custom","namespace":"kube-system"},
+            "data":{"internal.server":"corp.example:53 {\n    forward . 203.0.113.53\n}\n","log.override":"log\n"}}"#;
+        let e = with_response(event("create", "", "configmaps", "kube-system", "coredns-custom", "mallory"), custom);
+        let findings = coredns_modified(&e, &Config::default());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(
+            findings[0].summary,
+            "CoreDNS configuration: ConfigMap kube-system/coredns-custom created by mallory"
+        );
+        assert_eq!(evidence(&findings[0], "dataKeys"), Some("internal.server, log.override"));
+        let e = with_request(event("update", "", "configmaps", "kube-system", "coredns-custom", "mallory"), custom);
+        assert_eq!(coredns_modified(&e, &Config::default()).len(), 1);
+        let empty = r#"{"kind":"ConfigMap","metadata":{"name":"coredns-custom","namespace":"kube-system"}}"#;
+        let e = with_response(event("create", "", "configmaps", "kube-system", "coredns-custom", "aks"), empty);
+        assert!(coredns_modified(&e, &Config::default()).is_empty());
+        // The same name elsewhere is an application's ConfigMap.
+        let e = event("create", "", "configmaps", "shop", "coredns-custom", "alice");
+        assert!(coredns_modified(&e, &Config::default()).is_empty());
+        let corefile = r#"{"kind":"ConfigMap","metadata":{"name":"coredns","namespace":"kube-system"},"data":{"Corefile":".:53 {}"}}"#;
+        let e = with_response(event("create", "", "configmaps", "kube-system", "coredns", "alice"), corefile);
+        assert!(coredns_modified(&e, &Config::default()).is_empty(), "CoreDNS being installed");
+        let e = with_response(event("update", "", "configmaps", "kube-system", "coredns", "mallory"), corefile);
+        assert_eq!(evidence(&coredns_modified(&e, &Config::default())[0], "dataKeys"), Some("Corefile"));
     }
 
     const WEBHOOK: &str = r#"{"kind":"MutatingWebhookConfiguration","metadata":{"name":"inject","managedFields":[

@@ -1,5 +1,8 @@
 //! RBAC rules: K8S_ClusterAdminBinding and K8S_HighPrivilegesRole.
 //!
+//! A role is high-privilege for what it grants, wildcards included, judged against the
+//! privilege escalation paths of the Kubernetes RBAC good practices.
+//!
 //! Not seen: the apiserver writing its bootstrap roles and bindings at start-up, the
 //! aggregation controller filling admin, edit and view from other roles (each of those was
 //! checked when written), and patches that leave the rules, subjects and role reference alone.
@@ -124,8 +127,9 @@ pub fn cluster_admin_binding(event: &Event, config: &Config) -> Vec<Finding> {
     }]
 }
 
-/// K8S_HighPrivilegesRole: a Role or ClusterRole with a wildcard verb, resource or API group,
-/// read access to all secrets, the escalate, bind or impersonate verbs, or exec into pods.
+/// K8S_HighPrivilegesRole: a Role or ClusterRole that grants one of the privilege
+/// escalation paths of the Kubernetes RBAC good practices, wildcards included for what they
+/// grant (see [`ESCALATION_PATHS`]).
 pub fn high_privileges_role(event: &Event, config: &Config) -> Vec<Finding> {
     if !is_effective_write(event, config) || !write_touches(event, &["rules"]) {
         return Vec::new();
@@ -142,9 +146,8 @@ pub fn high_privileges_role(event: &Event, config: &Config) -> Vec<Finding> {
     if aggregated {
         return Vec::new();
     }
-    let reasons: Vec<String> =
-        role.rules.unwrap_or_default().iter().enumerate().flat_map(|(i, r)| privileges(i, r)).collect();
-    if reasons.is_empty() {
+    let privileges = privileges(&role.rules.unwrap_or_default(), cluster_scoped);
+    if privileges.is_empty() {
         return Vec::new();
     }
     let kind = if cluster_scoped { "ClusterRole" } else { "Role" };
@@ -155,7 +158,11 @@ pub fn high_privileges_role(event: &Event, config: &Config) -> Vec<Finding> {
     };
     let mut evidence = request_evidence(event);
     evidence.push(("object".to_owned(), qualified.clone()));
-    evidence.extend(reasons.iter().map(|r| ("privilege".to_owned(), r.clone())));
+    for privilege in &privileges {
+        evidence.push(("privilege".to_owned(), privilege.granted.clone()));
+        evidence.push(("risk".to_owned(), privilege.risk.to_owned()));
+    }
+    let granted: Vec<&str> = privileges.iter().map(|p| p.granted.as_str()).collect();
     vec![Finding {
         alert_type: HIGH_PRIVILEGES_ROLE,
         entities: Entities {
@@ -168,47 +175,311 @@ pub fn high_privileges_role(event: &Event, config: &Config) -> Vec<Finding> {
         evidence,
         summary: format!(
             "{qualified} has high privileges ({}), {} by {}",
-            reasons.join("; "),
+            granted.join("; "),
             past_tense(&event.verb),
             event.effective_user().username
         ),
     }]
 }
 
-/// What makes one policy rule high-privilege, as `rules[i]...` descriptions.
-fn privileges(index: usize, rule: &PolicyRule) -> Vec<String> {
-    let groups = rule.api_groups.as_deref().unwrap_or_default();
-    let resources = rule.resources.as_deref().unwrap_or_default();
-    let verbs = &rule.verbs;
-    // Rules on non-resource URLs (/healthz, /metrics) have no resources: they reach no objects.
-    if resources.is_empty() {
-        return Vec::new();
-    }
-    let has = |list: &[String], item: &str| list.iter().any(|x| x == item);
+/// One high privilege a role grants: which rules grant what, and what its holder can do with it.
+#[derive(Debug, PartialEq, Eq)]
+struct Privilege {
+    /// `rules[1]: get nodes/proxy`.
+    granted: String,
+    risk: &'static str,
+}
+
+/// A privilege escalation path: whoever may do one of `verbs` to one of `resources` of
+/// `group` can gain more than the words say.
+struct EscalationPath {
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    /// Whether a Role grants it too. A Role reaches only objects of its namespace, and the
+    /// namespace itself through a RoleBinding; the cluster-scoped resources a Role names
+    /// (nodes, PersistentVolumes, webhooks, users) grant nothing.
+    namespaced: bool,
+    /// Whether `resourceNames` confine it to harmless objects: reading one named Secret, or
+    /// issuing the token of one named service account, is how operators are scoped. A named
+    /// Deployment still runs what its template says and a named node's kubelet still execs
+    /// into all its pods, so names do not confine those.
+    confined_by_names: bool,
+    risk: &'static str,
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+const WORKLOAD_RISK: &str = "runs pods as any service account of the namespace, with its Secrets and ConfigMaps, \
+    privileged or with the node's files where Pod Security allows it";
+
+/// The paths of "Kubernetes RBAC - privilege escalation risks" in the RBAC good practices
+/// (<https://kubernetes.io/docs/concepts/security/rbac-good-practices/#privilege-escalation-risks>),
+/// with exec and ephemeral containers, which give the same as running a pod.
+///
+/// Namespaced or cluster-wide, per the page: listing Secrets, workload creation, token
+/// requests, escalate, bind, impersonating service accounts and namespace modification
+/// ("through a namespaced RoleBinding to a Role") are escalations within a namespace, whose
+/// boundaries the page calls weak: a Role that grants them is reported. `nodes/proxy`,
+/// PersistentVolume creation, CSR approval, impersonating users and groups and admission
+/// webhooks are cluster-scoped: only a ClusterRole grants them.
+///
+/// Not here: `update`/`patch` of pods. A pod's service account, privileges and volumes are
+/// immutable; an image change runs code with that pod's own identity only, and every
+/// controller that labels pods (Riposte's isolation among them) needs the right, which RBAC
+/// cannot narrow to labels.
+const ESCALATION_PATHS: &[EscalationPath] = &[
+    EscalationPath {
+        group: "",
+        resources: &["secrets"],
+        verbs: &["get", "list", "watch"],
+        namespaced: true,
+        confined_by_names: true,
+        risk: "reads Secrets (list and watch return their contents too), service-account tokens included",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["pods"],
+        verbs: &["create"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: WORKLOAD_RISK,
+    },
+    EscalationPath {
+        group: "apps",
+        resources: &["deployments", "daemonsets", "statefulsets", "replicasets"],
+        verbs: &["create", "update", "patch"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: WORKLOAD_RISK,
+    },
+    EscalationPath {
+        group: "batch",
+        resources: &["jobs", "cronjobs"],
+        verbs: &["create", "update", "patch"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: WORKLOAD_RISK,
+    },
+    EscalationPath {
+        group: "",
+        resources: &["replicationcontrollers"],
+        verbs: &["create", "update", "patch"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: WORKLOAD_RISK,
+    },
+    // Before Kubernetes 1.35, `get` also opens an exec session (over WebSocket).
+    EscalationPath {
+        group: "",
+        resources: &["pods/exec", "pods/attach"],
+        verbs: &["create", "get"],
+        namespaced: true,
+        confined_by_names: true,
+        risk: "runs commands in running containers, with their service accounts and volumes",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["pods/ephemeralcontainers"],
+        verbs: &["update", "patch"],
+        namespaced: true,
+        confined_by_names: true,
+        risk: "adds containers, privileged if they ask, to running pods, with their service accounts and volumes",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["serviceaccounts/token"],
+        verbs: &["create"],
+        namespaced: true,
+        confined_by_names: true,
+        risk: "issues tokens of service accounts, with their rights",
+    },
+    EscalationPath {
+        group: RBAC_GROUP,
+        resources: &["roles", "clusterroles"],
+        verbs: &["escalate"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: "writes roles with rights its holder does not have",
+    },
+    EscalationPath {
+        group: RBAC_GROUP,
+        resources: &["roles", "clusterroles"],
+        verbs: &["bind"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: "binds roles with rights its holder does not have",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["serviceaccounts"],
+        verbs: &["impersonate"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: "acts as service accounts, with their rights",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["users", "groups"],
+        verbs: &["impersonate"],
+        namespaced: false,
+        confined_by_names: false,
+        risk: "acts as other users and groups, with their rights (system:masters included)",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["namespaces"],
+        verbs: &["update", "patch"],
+        namespaced: true,
+        confined_by_names: false,
+        risk: "relabels namespaces: their Pod Security level, and which NetworkPolicies select them",
+    },
+    // Every verb that the kubelet authorises a request with, not only create: `get` is
+    // enough to exec over WebSocket.
+    EscalationPath {
+        group: "",
+        resources: &["nodes/proxy"],
+        verbs: &["get", "create", "update", "patch", "delete"],
+        namespaced: false,
+        confined_by_names: false,
+        risk: "the kubelet's API: runs commands in every pod of the nodes, unaudited and past admission",
+    },
+    EscalationPath {
+        group: "",
+        resources: &["persistentvolumes"],
+        verbs: &["create"],
+        namespaced: false,
+        confined_by_names: false,
+        risk: "creates hostPath volumes: the node's files, for any pod that claims them",
+    },
+    EscalationPath {
+        group: "admissionregistration.k8s.io",
+        resources: &["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+        verbs: &["create", "update", "patch"],
+        namespaced: false,
+        confined_by_names: false,
+        risk: "sends the objects written to the cluster to a webhook of its choosing, which may change them",
+    },
+];
+
+/// The signers whose certificates the apiserver accepts as client credentials, with the
+/// names a signer right can be given by (`<domain>/*` covers every signer of the domain).
+const CLIENT_SIGNERS: &[&str] =
+    &["kubernetes.io/kube-apiserver-client", "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/*"];
+
+/// What makes a role's rules high-privilege.
+fn privileges(rules: &[PolicyRule], cluster_scoped: bool) -> Vec<Privilege> {
     let mut found = Vec::new();
-    for (field, list) in [("verbs", verbs.as_slice()), ("resources", resources), ("apiGroups", groups)] {
-        if has(list, "*") {
-            found.push(format!("rules[{index}].{field}: *"));
+    for (index, rule) in rules.iter().enumerate() {
+        // Rules on non-resource URLs (/healthz, /metrics) have no resources: they reach no objects.
+        if rule.resources.as_deref().unwrap_or_default().is_empty() {
+            continue;
+        }
+        if rule.grants_everything() {
+            found.push(Privilege {
+                granted: format!("rules[{index}]: every verb on every resource of every API group"),
+                risk: if cluster_scoped {
+                    "all of the cluster, as cluster-admin, and every resource type added later"
+                } else {
+                    "all of the namespace, and every resource type added later"
+                },
+            });
+            continue;
+        }
+        for path in ESCALATION_PATHS.iter().filter(|p| cluster_scoped || p.namespaced) {
+            if path.confined_by_names && rule.names_objects() {
+                continue;
+            }
+            let resources: Vec<&str> =
+                path.resources.iter().copied().filter(|r| rule.grants_resource(path.group, r)).collect();
+            let Some(first) = resources.first() else {
+                continue;
+            };
+            let verbs = rule.granted_verbs(first, path.verbs);
+            if !verbs.is_empty() {
+                found.push(Privilege {
+                    granted: format!("rules[{index}]: {} {}", verbs.join("/"), resources.join(", ")),
+                    risk: path.risk,
+                });
+            }
         }
     }
-    let core = has(groups, "") || has(groups, "*");
-    // Reading one named secret is how many operators are scoped; reading them all is not.
-    let unnamed = rule.resource_names.as_deref().unwrap_or_default().is_empty();
-    let reads: Vec<&str> = ["get", "list", "watch"].into_iter().filter(|v| has(verbs, v)).collect();
-    if core && unnamed && has(resources, "secrets") && !reads.is_empty() {
-        found.push(format!("rules[{index}]: {} secrets", reads.join("/")));
-    }
-    for verb in ["escalate", "bind", "impersonate"] {
-        if has(verbs, verb) {
-            found.push(format!("rules[{index}].verbs: {verb}"));
-        }
-    }
-    // Before Kubernetes 1.35, `get` on pods/exec also opens an exec session (over WebSocket).
-    let exec = ["create", "get"].into_iter().filter(|v| has(verbs, v)).collect::<Vec<_>>();
-    if core && (has(resources, "pods/exec") || has(resources, "pods/*")) && !exec.is_empty() {
-        found.push(format!("rules[{index}]: {} pods/exec", exec.join("/")));
+    if cluster_scoped {
+        found.extend(certificate_approval(rules));
     }
     found
+}
+
+/// CSRs and certificate issuing: approving a CSR takes `update` on
+/// `certificatesigningrequests/approval` and `approve` on its signer, possibly in two
+/// rules. For a client signer, the certificate authenticates whoever it names, the control
+/// plane's own components included. A rule that grants everything is reported as such.
+fn certificate_approval(rules: &[PolicyRule]) -> Option<Privilege> {
+    let group = "certificates.k8s.io";
+    let approval = rules.iter().position(|r| {
+        !r.grants_everything()
+            && r.grants_resource(group, "certificatesigningrequests/approval")
+            && !r.granted_verbs("certificatesigningrequests/approval", &["update"]).is_empty()
+    })?;
+    let signer = rules.iter().position(|r| {
+        let names = r.resource_names.as_deref().unwrap_or_default();
+        !r.grants_everything()
+            && r.grants_resource(group, "signers")
+            && !r.granted_verbs("signers", &["approve"]).is_empty()
+            && (names.is_empty() || names.iter().any(|n| CLIENT_SIGNERS.contains(&n.as_str())))
+    })?;
+    let rules = if approval == signer {
+        format!("rules[{approval}]")
+    } else {
+        format!("rules[{approval}] and rules[{signer}]")
+    };
+    Some(Privilege {
+        granted: format!("{rules}: update certificatesigningrequests/approval, approve signers"),
+        risk: "approves client certificates for any user or group, the control plane's own included",
+    })
+}
+
+/// Whether an RBAC list (verbs, API groups) names `item`, or `*`.
+fn covers(list: &[String], item: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == item)
+}
+
+impl PolicyRule {
+    fn grants_everything(&self) -> bool {
+        let all = |list: &Option<Vec<String>>| list.as_deref().unwrap_or_default().iter().any(|x| x == "*");
+        all(&self.api_groups) && all(&self.resources) && self.verbs.iter().any(|v| v == "*")
+    }
+
+    /// Whether the rule reaches `resource` (`resource/subresource`) of `group`, as the RBAC
+    /// authorizer matches: `*` is every group or resource, `*/sub` that subresource of every
+    /// resource, anything else only itself (`pods/*` is no wildcard).
+    fn grants_resource(&self, group: &str, resource: &str) -> bool {
+        let groups = self.api_groups.as_deref().unwrap_or_default();
+        let subresource = resource.split_once('/').map(|(_, sub)| sub);
+        covers(groups, group)
+            && self
+                .resources
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r == "*" || r == resource || subresource.is_some_and(|sub| r.strip_prefix("*/") == Some(sub)))
+    }
+
+    /// Which of `verbs` the rule grants on `resource`. A request to create an object names
+    /// none, so a rule limited to `resourceNames` never grants creating one.
+    fn granted_verbs<'v>(&self, resource: &str, verbs: &[&'v str]) -> Vec<&'v str> {
+        let creates_unnamed = !resource.contains('/');
+        verbs
+            .iter()
+            .copied()
+            .filter(|verb| covers(&self.verbs, verb))
+            .filter(|verb| !(*verb == "create" && creates_unnamed && self.names_objects()))
+            .collect()
+    }
+
+    fn names_objects(&self) -> bool {
+        !self.resource_names.as_deref().unwrap_or_default().is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -270,40 +541,190 @@ mod tests {
         with_response(event("create", RBAC, "clusterroles", "", "r", user), &role)
     }
 
+    fn namespaced_role_event(rules: &str) -> Event {
+        let role = format!(r#"{{"kind":"Role","metadata":{{"name":"r","namespace":"shop"}},"rules":{rules}}}"#);
+        with_response(event("create", RBAC, "roles", "shop", "r", "alice"), &role)
+    }
+
+    /// The privileges named in the summary of the one finding, or nothing.
+    fn granted(event: &Event) -> Option<String> {
+        let findings = high_privileges_role(event, &Config::default());
+        assert!(findings.len() <= 1);
+        let summary = &findings.first()?.summary;
+        let (_, rest) = summary.split_once("has high privileges (")?;
+        Some(rest.rsplit_once("), ").map_or(rest, |(inside, _)| inside).to_owned())
+    }
+
     #[test]
     fn each_kind_of_high_privilege_is_named() {
         let cases = [
             (
                 r#"[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]"#,
-                "rules[0].verbs: *; rules[0].resources: *; rules[0].apiGroups: *",
+                "rules[0]: every verb on every resource of every API group",
             ),
             (r#"[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]"#, "rules[0]: get/list secrets"),
             (
                 r#"[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["clusterroles"],"verbs":["escalate","bind"]}]"#,
-                "rules[0].verbs: escalate; rules[0].verbs: bind",
+                "rules[0]: escalate clusterroles; rules[0]: bind clusterroles",
             ),
             (
                 r#"[{"apiGroups":[""],"resources":["users","groups","serviceaccounts"],"verbs":["impersonate"]}]"#,
-                "rules[0].verbs: impersonate",
+                "rules[0]: impersonate serviceaccounts; rules[0]: impersonate users, groups",
             ),
             (
                 r#"[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]"#,
                 "rules[1]: create pods/exec",
             ),
+            (r#"[{"apiGroups":[""],"resources":["nodes/proxy"],"verbs":["get"]}]"#, "rules[0]: get nodes/proxy"),
+            (r#"[{"apiGroups":[""],"resources":["nodes/proxy"],"verbs":["create"]}]"#, "rules[0]: create nodes/proxy"),
+            (
+                r#"[{"apiGroups":["apps"],"resources":["deployments","daemonsets"],"verbs":["*"]}]"#,
+                "rules[0]: create/update/patch deployments, daemonsets",
+            ),
+            (r#"[{"apiGroups":["batch"],"resources":["cronjobs"],"verbs":["create"]}]"#, "rules[0]: create cronjobs"),
+            (r#"[{"apiGroups":[""],"resources":["pods"],"verbs":["create"]}]"#, "rules[0]: create pods"),
+            (
+                r#"[{"apiGroups":[""],"resources":["serviceaccounts/token"],"verbs":["create"]}]"#,
+                "rules[0]: create serviceaccounts/token",
+            ),
+            (
+                r#"[{"apiGroups":[""],"resources":["persistentvolumes"],"verbs":["create"]}]"#,
+                "rules[0]: create persistentvolumes",
+            ),
+            (
+                r#"[{"apiGroups":[""],"resources":["pods/ephemeralcontainers"],"verbs":["patch"]}]"#,
+                "rules[0]: patch pods/ephemeralcontainers",
+            ),
+            (r#"[{"apiGroups":[""],"resources":["namespaces"],"verbs":["patch"]}]"#, "rules[0]: patch namespaces"),
+            (
+                r#"[{"apiGroups":["admissionregistration.k8s.io"],"resources":["mutatingwebhookconfigurations"],"verbs":["create"]}]"#,
+                "rules[0]: create mutatingwebhookconfigurations",
+            ),
+            (
+                r#"[{"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests/approval"],"verbs":["update"]},
+                   {"apiGroups":["certificates.k8s.io"],"resources":["signers"],"resourceNames":["kubernetes.io/kube-apiserver-client"],"verbs":["approve"]}]"#,
+                "rules[0] and rules[1]: update certificatesigningrequests/approval, approve signers",
+            ),
         ];
         for (rules, expected) in cases {
-            let findings = high_privileges_role(&role_event(rules, "alice"), &Config::default());
-            assert_eq!(findings.len(), 1, "{rules}");
-            assert!(findings[0].summary.contains(expected), "{rules}: {}", findings[0].summary);
+            assert_eq!(granted(&role_event(rules, "alice")).as_deref(), Some(expected), "{rules}");
         }
+    }
+
+    #[test]
+    fn each_privilege_comes_with_its_risk() {
+        let rules = r#"[{"apiGroups":[""],"resources":["nodes/proxy"],"verbs":["get"]},
+                        {"apiGroups":["apps"],"resources":["deployments"],"verbs":["create"]}]"#;
+        let findings = high_privileges_role(&role_event(rules, "mallory"), &Config::default());
+        let pairs: Vec<(&str, &str)> = findings[0]
+            .evidence
+            .iter()
+            .filter(|(name, _)| name == "privilege" || name == "risk")
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("privilege", "rules[0]: get nodes/proxy"),
+                ("risk", "the kubelet's API: runs commands in every pod of the nodes, unaudited and past admission"),
+                ("privilege", "rules[1]: create deployments"),
+                ("risk", WORKLOAD_RISK),
+            ]
+        );
+        assert!(WORKLOAD_RISK.contains("any service account of the namespace"));
+    }
+
+    #[test]
+    fn wildcards_count_for_what_they_grant() {
+        // The false alert: every API group, but only reading pods and deployments.
+        let reader = r#"[{"apiGroups":["*"],"resources":["pods","deployments"],"verbs":["get","list","watch"]}]"#;
+        assert_eq!(granted(&role_event(reader, "alice")), None);
+        // Every verb, but on ConfigMaps; every resource, but of a metrics API.
+        let harmless = r#"[{"apiGroups":[""],"resources":["configmaps"],"verbs":["*"]},
+                           {"apiGroups":["custom.metrics.k8s.io"],"resources":["*"],"verbs":["*"]}]"#;
+        assert_eq!(granted(&role_event(harmless, "alice")), None);
+        // A wildcard group reaches the core group's Secrets, a wildcard resource the kubelet.
+        let secrets = r#"[{"apiGroups":["*"],"resources":["secrets"],"verbs":["watch"]}]"#;
+        assert_eq!(granted(&role_event(secrets, "alice")).as_deref(), Some("rules[0]: watch secrets"));
+        let everything_read = r#"[{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]"#;
+        assert_eq!(
+            granted(&role_event(everything_read, "alice")).as_deref(),
+            Some("rules[0]: get secrets; rules[0]: get pods/exec, pods/attach; rules[0]: get nodes/proxy")
+        );
+        // `*/exec` is every resource's exec subresource; `pods/*` is no wildcard at all.
+        let any_exec = r#"[{"apiGroups":[""],"resources":["*/exec"],"verbs":["create"]}]"#;
+        assert_eq!(granted(&role_event(any_exec, "alice")).as_deref(), Some("rules[0]: create pods/exec"));
+        let literal = r#"[{"apiGroups":[""],"resources":["pods/*"],"verbs":["create"]}]"#;
+        assert_eq!(granted(&role_event(literal, "alice")), None);
+    }
+
+    #[test]
+    fn resource_names_confine_reads_exec_and_tokens_but_not_workloads_or_nodes() {
+        let confined = r#"[{"apiGroups":[""],"resources":["secrets"],"resourceNames":["tls"],"verbs":["get"]},
+                           {"apiGroups":[""],"resources":["pods/exec"],"resourceNames":["debug"],"verbs":["create"]},
+                           {"apiGroups":[""],"resources":["serviceaccounts/token"],"resourceNames":["me"],"verbs":["create"]},
+                           {"apiGroups":[""],"resources":["pods"],"resourceNames":["web"],"verbs":["create","get"]}]"#;
+        assert_eq!(granted(&role_event(confined, "alice")), None, "a rule with names never grants creating pods");
+        let named = r#"[{"apiGroups":["apps"],"resources":["deployments"],"resourceNames":["web"],"verbs":["patch"]},
+                        {"apiGroups":[""],"resources":["nodes/proxy"],"resourceNames":["node-1"],"verbs":["get"]}]"#;
+        assert_eq!(
+            granted(&role_event(named, "alice")).as_deref(),
+            Some("rules[0]: patch deployments; rules[1]: get nodes/proxy")
+        );
+    }
+
+    #[test]
+    fn a_role_is_judged_on_what_it_can_grant_in_its_namespace() {
+        let cluster_only = r#"[{"apiGroups":[""],"resources":["nodes/proxy","persistentvolumes"],"verbs":["get","create"]},
+                               {"apiGroups":[""],"resources":["users","groups"],"verbs":["impersonate"]},
+                               {"apiGroups":["admissionregistration.k8s.io"],"resources":["validatingwebhookconfigurations"],"verbs":["create"]},
+                               {"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests/approval","signers"],"verbs":["update","approve"]}]"#;
+        assert_eq!(granted(&namespaced_role_event(cluster_only)), None);
+        assert!(granted(&role_event(cluster_only, "alice")).is_some(), "the same rules in a ClusterRole");
+        let namespaced = r#"[{"apiGroups":["batch"],"resources":["jobs"],"verbs":["create"]},
+                             {"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["impersonate"]},
+                             {"apiGroups":[""],"resources":["namespaces"],"verbs":["update"]}]"#;
+        assert_eq!(
+            granted(&namespaced_role_event(namespaced)).as_deref(),
+            Some("rules[0]: create jobs; rules[1]: impersonate serviceaccounts; rules[2]: update namespaces")
+        );
+        let everything = r#"[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]"#;
+        let findings = high_privileges_role(&namespaced_role_event(everything), &Config::default());
+        assert_eq!(evidence(&findings[0], "risk"), Some("all of the namespace, and every resource type added later"));
+    }
+
+    #[test]
+    fn certificate_approval_needs_a_client_signer() {
+        let approval = r#"{"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests/approval"],"verbs":["update"]}"#;
+        let signer = |name: &str| {
+            format!(
+                r#"{{"apiGroups":["certificates.k8s.io"],"resources":["signers"],"resourceNames":["{name}"],"verbs":["approve"]}}"#
+            )
+        };
+        let custom = format!("[{approval},{}]", signer("example.com/internal-ca"));
+        assert_eq!(granted(&role_event(&custom, "alice")), None);
+        let alone = format!("[{approval}]");
+        assert_eq!(granted(&role_event(&alone, "alice")), None);
+        let every_kubernetes_signer = format!("[{},{approval}]", signer("kubernetes.io/*"));
+        assert_eq!(
+            granted(&role_event(&every_kubernetes_signer, "alice")).as_deref(),
+            Some("rules[1] and rules[0]: update certificatesigningrequests/approval, approve signers")
+        );
     }
 
     #[test]
     fn ordinary_roles_and_control_plane_writes_are_not_high_privilege() {
         let reader = r#"[{"apiGroups":["","apps"],"resources":["pods","deployments","configmaps"],"verbs":["get","list","watch"]},
                          {"apiGroups":[""],"resources":["secrets"],"resourceNames":["tls-cert"],"verbs":["get"]},
+                         {"apiGroups":[""],"resources":["pods/log"],"verbs":["get"]},
                          {"nonResourceURLs":["*"],"verbs":["get"]}]"#;
         assert!(high_privileges_role(&role_event(reader, "alice"), &Config::default()).is_empty());
+        // An operator that labels, deletes and lists pods and writes NetworkPolicies, as
+        // Riposte's own ClusterRole does.
+        let responder = r#"[{"apiGroups":[""],"resources":["pods"],"verbs":["get","list","watch","patch","delete"]},
+                            {"apiGroups":["networking.k8s.io"],"resources":["networkpolicies"],"verbs":["*"]},
+                            {"apiGroups":["apps"],"resources":["daemonsets","deployments"],"verbs":["list"]}]"#;
+        assert!(high_privileges_role(&role_event(responder, "alice"), &Config::default()).is_empty());
         let wildcard = r#"[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]"#;
         assert!(high_privileges_role(&role_event(wildcard, "system:apiserver"), &Config::default()).is_empty());
         let mut denied = role_event(wildcard, "mallory");

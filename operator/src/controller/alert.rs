@@ -40,7 +40,7 @@ async fn sync(alert: &Alert, ctx: &Context, namespace: &str) -> Result<Action> {
     if alert.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    if !triage::is_registered(alert) && !is_referenced(ctx, alert) {
+    if triage::may_fold(alert, now().0) && !is_referenced(ctx, alert) {
         let alerts = ctx.alerts.state();
         if let Some(primary) =
             triage::primary_for(alert, alerts.iter().map(AsRef::as_ref), ctx.settings.alert_dedup_window)
@@ -119,8 +119,16 @@ async fn sync(alert: &Alert, ctx: &Context, namespace: &str) -> Result<Action> {
         ctx.publish(&updated, kind, verdict.decision.as_str(), "Respond", note).await;
     }
     created?;
+    // A twin raised by another source at the same moment may have been taken in before
+    // either saw the other: look again while this one may still fold.
+    if triage::may_fold(&updated, now.0) {
+        return Ok(Action::requeue(RACE_RECHECK));
+    }
     Ok(Action::await_change())
 }
+
+/// How often a young Alert looks again for a twin it should fold into.
+const RACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Appends a history entry. Triage and action lines are diffs against what the same status
 /// write records, so they are never duplicated and need no de-duplication (which would

@@ -7,8 +7,11 @@
 //!   the persisted service-account baseline, and the writes of Alerts;
 //! - [`offline`]: the same rules over an audit log file (`riposte detect --audit-log`).
 
+pub mod cluster;
+pub mod node;
 pub mod offline;
 pub mod pipeline;
+pub mod runtime;
 pub mod webhook;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};

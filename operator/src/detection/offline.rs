@@ -1,7 +1,8 @@
 //! The rules over audit log files, offline: `riposte detect --audit-log FILE`.
 //!
 //! The same engine as the operator's audit webhook, fed from files (JSON lines, as
-//! kube-apiserver's log backend writes them and as managed clusters export them), and the same
+//! kube-apiserver's log backend writes them, or a managed cluster's export in its provider's
+//! envelope: see [`envelope`] and `docs/managed-clusters.md`), and the same
 //! [`alert_for`]: the alerts printed are the Alerts the operator would create, with the same
 //! names. What differs, and why:
 //!
@@ -16,10 +17,12 @@
 //! - One Alert per name, as the apiserver's create would have it: a request seen twice (two
 //!   files overlapping, a log with repeated lines) is reported once.
 //!
-//! Files are streamed: one line in memory at a time ([`JsonLines`]). A file that is a single
-//! JSON document (an `EventList`, as some exports write, or indented events) is recognised by
-//! its first line and read whole: such a document cannot be cut into events before it is
-//! parsed.
+//! Files are streamed: one line in memory at a time ([`envelope::Lines`]), each line an event
+//! or an envelope of events, the format told from each line's content and gzip-compressed
+//! files decompressed as they are read. A file that is a single JSON document over many lines
+//! (an indented `EventList` or Event Hubs payload, `gcloud logging read --format=json`'s
+//! array) is recognised by its first line and read whole: such a document cannot be cut into
+//! events before it is parsed.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -32,7 +35,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use riposte_crds::Alert;
-use riposte_detect::audit::{self, Event, JsonLines};
+use riposte_detect::audit::Event;
+use riposte_detect::envelope;
 use riposte_detect::{Baseline, Config, Engine, LearningPeriod, Service, Workload};
 use serde::Deserialize;
 use serde_json::Value;
@@ -201,77 +205,51 @@ impl Offline {
         new
     }
 
-    /// Reads one audit log: JSON lines (streamed), or a single EventList or Event document
-    /// (read whole). Malformed lines are reported on `report` and skipped; an error reading
-    /// the input ends the file.
+    /// Reads one audit log, in any of the formats of [`envelope`] (told from its content,
+    /// gzip-compressed or not): one event or envelope per line (streamed), or a single
+    /// document over many lines (read whole). Malformed lines and records are reported on
+    /// `report` and skipped, as are counted the records that hold no audit event by design;
+    /// an error reading the input ends the file.
     pub fn read_log<R: BufRead, O: Write, E: Write>(
         &mut self,
         name: &str,
-        mut reader: R,
+        reader: R,
         report: &mut Report<O, E>,
     ) -> Result<FileStats> {
         report.stats.files += 1;
         let mut file = FileStats::default();
-        // The first line that is not blank tells the shape.
-        let mut first = Vec::new();
-        let mut line = 0;
-        loop {
-            first.clear();
-            let read = reader.read_until(b'\n', &mut first).map_err(|e| read_error(name, line + 1, e))?;
-            if read == 0 {
-                return Ok(file);
-            }
-            line += 1;
-            if !first.iter().all(u8::is_ascii_whitespace) {
-                break;
-            }
-        }
-        match audit::parse_event(&first) {
-            Ok(event) => self.event(&event, report, &mut file)?,
-            Err(_) if is_document_start(&first) => {
-                let mut body = first;
-                reader.read_to_end(&mut body).map_err(|e| read_error(name, line, e))?;
-                match audit::parse_body(&body) {
-                    Ok(events) => {
-                        for event in &events {
-                            self.event(event, report, &mut file)?;
-                        }
-                    }
-                    Err(e) => {
-                        file.malformed += 1;
-                        report.malformed(
-                            name,
-                            line,
-                            &format!("not JSON lines of audit events, nor one EventList: {e}"),
-                        );
-                    }
-                }
-                return Ok(file);
-            }
-            Err(e) => {
-                file.malformed += 1;
-                report.malformed(name, line, &format!("not an audit.k8s.io/v1 event: {e}"));
-            }
-        }
-        let offset = line;
-        for result in JsonLines::new(&mut reader) {
+        let mut format = None;
+        for result in envelope::Lines::new(reader) {
             if report.closed {
                 break;
             }
             match result {
-                Ok(event) => self.event(&event, report, &mut file)?,
-                Err(riposte_detect::Error::MalformedLine { line, source }) => {
-                    file.malformed += 1;
-                    report.malformed(name, offset + line, &format!("not an audit.k8s.io/v1 event: {source}"));
+                Ok(unwrapped) => {
+                    format.get_or_insert(unwrapped.format);
+                    for event in &unwrapped.events {
+                        self.event(event, report, &mut file)?;
+                    }
+                    for skipped in &unwrapped.skipped {
+                        *report.stats.skipped.entry(skipped.reason.to_string()).or_default() += 1;
+                    }
+                    for malformed in &unwrapped.malformed {
+                        file.malformed += 1;
+                        report.malformed_record(name, &malformed.record, &malformed.error.to_string());
+                    }
                 }
-                Err(riposte_detect::Error::ReadInput { line, source }) => {
-                    return Err(read_error(name, offset + line, source));
+                Err(riposte_detect::Error::ReadInput { line, source }) => return Err(read_error(name, line, source)),
+                Err(riposte_detect::Error::EnvelopeLine { line, source }) => {
+                    file.malformed += 1;
+                    report.malformed(name, line, &line_error(&source));
                 }
                 Err(other) => {
                     file.malformed += 1;
                     report.malformed(name, 0, &other.to_string());
                 }
             }
+        }
+        if let Some(format) = format {
+            report.stats.formats.push((name.to_owned(), format));
         }
         Ok(file)
     }
@@ -305,19 +283,11 @@ fn scratch_engine(config: &Config) -> Engine {
     Engine::new(config.clone(), Baseline::new(LearningPeriod { start: epoch, end: epoch }))
 }
 
-/// A first line that starts a JSON document spread over lines (an indented EventList or
-/// Event), or that is a whole EventList.
-fn is_document_start(line: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Head {
-        kind: Option<String>,
-    }
-    if !line.trim_ascii_start().starts_with(b"{") {
-        return false;
-    }
-    match serde_json::from_slice::<Head>(line) {
-        Ok(head) => head.kind.as_deref() == Some("EventList"),
-        Err(e) => e.classify() == serde_json::error::Category::Eof,
+/// Why a line was skipped: what it is, when it is none of the formats.
+fn line_error(error: &riposte_detect::Error) -> String {
+    match error {
+        riposte_detect::Error::UnknownEnvelope { .. } => format!("not an audit.k8s.io/v1 event: {error}"),
+        other => other.to_string(),
     }
 }
 
@@ -338,6 +308,11 @@ pub struct Stats {
     pub files: usize,
     pub events: u64,
     pub malformed: u64,
+    /// Records that hold no audit event by design (another log category, a control
+    /// message...), by why.
+    pub skipped: BTreeMap<String, u64>,
+    /// The format of each file read (of its first line, for JSON lines).
+    pub formats: Vec<(String, envelope::Format)>,
     /// Alerts printed, by type.
     pub alerts: BTreeMap<String, u64>,
 }
@@ -540,9 +515,14 @@ impl<O: Write, E: Write> Report<O, E> {
 
     /// Reports a malformed line (always, even when quiet).
     pub fn malformed(&mut self, file: &str, line: usize, error: &str) {
+        self.malformed_record(file, &format!("line {line}"), error);
+    }
+
+    /// Reports a malformed record of an envelope, such as `line 3: records[2]` (always).
+    pub fn malformed_record(&mut self, file: &str, record: &str, error: &str) {
         self.stats.malformed += 1;
         self.clear_progress();
-        let _ = writeln!(self.err, "riposte detect: {file}: line {line} skipped: {error}");
+        let _ = writeln!(self.err, "riposte detect: {file}: {record} skipped: {error}");
     }
 
     /// Redraws the progress line if it is due.
@@ -610,6 +590,15 @@ impl<O: Write, E: Write> Report<O, E> {
         );
         for (alert_type, count) in &stats.alerts {
             summary.push_str(&format!("  {count:>6}  {alert_type}\n"));
+        }
+        for (file, format) in &stats.formats {
+            summary.push_str(&format!("{file}: {format}\n"));
+        }
+        if !stats.skipped.is_empty() {
+            summary.push_str("records without audit events, skipped:\n");
+            for (reason, count) in &stats.skipped {
+                summary.push_str(&format!("  {count:>6}  {reason}\n"));
+            }
         }
         if let Some(baseline) = offline.baseline() {
             let learning = baseline.learning();
@@ -856,7 +845,9 @@ pub fn run<O: Write, E: Write>(options: Options, out: O, mut err: E, progress: b
         match offline.read_input(input, &mut report) {
             Ok(file) if file.events == 0 && !report.closed() => failures.push(format!(
                 "no audit event in {name} ({} malformed lines): is it a kube-apiserver audit log \
-                 (JSON lines of audit.k8s.io/v1 events)?",
+                 (JSON lines of audit.k8s.io/v1 events) or a managed cluster's export of one (AKS \
+                 diagnostic records, a CloudWatch Logs payload or Firehose delivery, GKE LogEntries, \
+                 a Pub/Sub push)?",
                 file.malformed
             )),
             Ok(_) => {}
@@ -904,7 +895,7 @@ mod tests {
     }
 
     fn events(name: &str) -> Vec<Event> {
-        audit::parse_body(fixture(name).as_bytes()).expect("fixtures are audit events")
+        riposte_detect::audit::parse_body(fixture(name).as_bytes()).expect("fixtures are audit events")
     }
 
     /// The settings the detect tests replay with: a proxy feed, and the baseline learning
@@ -1102,6 +1093,105 @@ mod tests {
         let file = offline.read_log("first.jsonl", input.as_bytes(), &mut report).unwrap();
         assert_eq!(file, FileStats { events: lines.len() as u64, malformed: 1 });
         assert!(String::from_utf8_lossy(&report.err).contains("first.jsonl: line 1 skipped"));
+    }
+
+    const PROVIDERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../detect/tests/data/providers");
+
+    fn provider_data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{PROVIDERS}/{name}")).expect("provider test data exists")
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn managed_clusters_envelopes_raise_the_alerts_of_the_plain_events_named_alike() {
+        let read = |name: &str, body: &[u8]| {
+            let mut offline = Offline::new(Settings::new(Config::default(), Duration::from_secs(3600)));
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let stats = {
+                let mut report = Report::new(Format::Json, &mut out, &mut err, false, false);
+                offline.read_log(name, body, &mut report).unwrap();
+                report.finish(&offline, true);
+                report.stats
+            };
+            let names: Vec<String> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Alert>(l).unwrap().metadata.name.unwrap())
+                .collect();
+            (stats, names, String::from_utf8(err).unwrap())
+        };
+        let (_, plain, _) = read("plain", provider_plain().as_bytes());
+        assert_eq!(plain.len(), 2, "the privileged pod and the cluster-admin binding");
+        let cases: [(&str, Vec<u8>, envelope::Format); 4] = [
+            ("eks.json.gz", gzip(&provider_data("eks-cloudwatch-audit.json")), envelope::Format::CloudWatchLogs),
+            ("aks.json", provider_data("aks-event-hubs.json"), envelope::Format::AksDiagnostics),
+            ("firehose.json", provider_data("firehose-delivery.json"), envelope::Format::FirehoseDelivery),
+            ("gke.json", provider_data("gke-logentries.json"), envelope::Format::GkeAuditLog),
+        ];
+        for (name, body, format) in cases {
+            let (stats, names, err) = read(name, &body);
+            assert_eq!(names, plain, "{name}: the same alerts, the same names (from the audit IDs)");
+            assert_eq!(stats.formats, [(name.to_owned(), format)]);
+            assert!(err.contains(&format!("\n{name}: {format}\n")), "the summary names the format: {err}");
+            if name == "aks.json" {
+                assert_eq!(stats.malformed, 1, "{err}");
+                assert!(
+                    err.contains("riposte detect: aks.json: records[5] skipped: an AKS diagnostic record"),
+                    "{err}"
+                );
+                assert_eq!(stats.skipped["an AKS record of category guard, not kube-audit"], 1);
+                assert!(err.contains("records without audit events, skipped:\n"), "{err}");
+            }
+        }
+    }
+
+    /// The two attacks of the provider test data, as the apiserver wrote them.
+    fn provider_plain() -> String {
+        let ids = ["729aa701-7cf0-427e-a2f4-c8da83c50166", "5c702f43-bced-461f-a70c-5ba99419f476"];
+        let mut lines = Vec::new();
+        for (name, id) in ["attack-workloads.jsonl", "attack-control-plane.jsonl"].into_iter().zip(ids) {
+            lines
+                .push(fixture(name).lines().find(|l| l.contains(id)).expect("the attack is in the fixture").to_owned());
+        }
+        lines.join("\n")
+    }
+
+    #[test]
+    fn a_gzip_compressed_log_with_a_byte_order_mark_reads_as_the_plain_log() {
+        let text = fixture("attack-control-plane.jsonl");
+        let expected = {
+            let mut offline = Offline::new(Settings::new(Config::default(), Duration::from_secs(3600)));
+            replay(&mut offline, &["attack-control-plane.jsonl"], Format::Json).out
+        };
+        let mut body = "\u{feff}".as_bytes().to_vec();
+        body.extend_from_slice(text.as_bytes());
+        let mut offline = Offline::new(Settings::new(Config::default(), Duration::from_secs(3600)));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut report = Report::new(Format::Json, &mut out, &mut err, true, false);
+        let file = offline.read_log("audit.log.gz", &gzip(&body)[..], &mut report).unwrap();
+        assert_eq!(file, FileStats { events: text.lines().count() as u64, malformed: 0 });
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_file_of_none_of_the_formats_says_what_it_saw() {
+        let mut offline = Offline::new(Settings::new(Config::default(), Duration::from_secs(3600)));
+        let mut report = Report::new(Format::Json, Vec::new(), Vec::new(), true, false);
+        let file = offline.read_log("x.json", &b"{\"foo\": 1, \"bar\": 2}\n"[..], &mut report).unwrap();
+        assert_eq!(file, FileStats { events: 0, malformed: 1 });
+        let err = String::from_utf8(report.err).unwrap();
+        assert!(
+            err.starts_with(
+                "riposte detect: x.json: line 1 skipped: not an audit.k8s.io/v1 event: a JSON object with keys [foo, bar]; \
+                 expected an audit event, an EventList, AKS diagnostic records"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

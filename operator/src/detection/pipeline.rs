@@ -21,6 +21,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use riposte_crds::Alert;
 use riposte_detect::audit::Event;
+use riposte_detect::coverage::AuditCoverage;
 use riposte_detect::{Baseline, ClusterView, Config, Engine, LearningPeriod, Workload};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
@@ -201,6 +202,7 @@ pub async fn run(
     client: Client,
     settings: DetectionSettings,
     mut receiver: Receiver,
+    coverage: Option<Arc<Mutex<AuditCoverage>>>,
     metrics: DetectionMetrics,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Receiver> {
@@ -218,13 +220,9 @@ pub async fn run(
         engine: Engine::new(settings.config.clone(), baseline),
         recent_exposures: Arc::default(),
         exposure_permits: Arc::new(Semaphore::new(CONCURRENT_EXPOSURE_CHECKS)),
-        writer: AlertWriter {
-            client,
-            namespace: settings.namespace.clone(),
-            permits: Arc::new(Semaphore::new(CONCURRENT_ALERT_WRITES)),
-            metrics: metrics.clone(),
-        },
+        writer: AlertWriter::new(client, settings.namespace.clone(), metrics.clone()),
         settings,
+        coverage,
         metrics,
     };
     let mut saved = serde_json::to_string(detector.engine.baseline()).unwrap_or_default();
@@ -260,11 +258,19 @@ struct Detector {
     exposure_permits: Arc<Semaphore>,
     writer: AlertWriter,
     settings: DetectionSettings,
+    /// Told of every audit event, to match the creations a watch of the cluster sees.
+    coverage: Option<Arc<Mutex<AuditCoverage>>>,
     metrics: DetectionMetrics,
 }
 
 impl Detector {
     async fn evaluate(&mut self, batch: Batch) {
+        if let Some(coverage) = &self.coverage {
+            let mut coverage = lock(coverage);
+            for event in &batch.events {
+                coverage.audited(event, batch.received);
+            }
+        }
         let mut alerts = BTreeMap::new();
         let no_workloads = Workloads::default();
         for event in &batch.events {
@@ -412,7 +418,7 @@ impl Detector {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -494,7 +500,7 @@ where
 
 /// Creates Alerts in the background, a bounded number at a time.
 #[derive(Clone)]
-struct AlertWriter {
+pub(crate) struct AlertWriter {
     client: Client,
     namespace: String,
     permits: Arc<Semaphore>,
@@ -502,8 +508,12 @@ struct AlertWriter {
 }
 
 impl AlertWriter {
+    pub(crate) fn new(client: Client, namespace: String, metrics: DetectionMetrics) -> Self {
+        AlertWriter { client, namespace, permits: Arc::new(Semaphore::new(CONCURRENT_ALERT_WRITES)), metrics }
+    }
+
     /// Starts creating `alert`; waits only for a free slot.
-    async fn create(&self, alert: Alert, received: Instant) {
+    pub(crate) async fn create(&self, alert: Alert, received: Instant) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
@@ -517,7 +527,7 @@ impl AlertWriter {
                 }
                 Err(e) => {
                     writer.metrics.alert_write_failures.inc();
-                    error!("an audit detection was lost: {e}");
+                    error!("a detection was lost: {e}");
                 }
             }
         });

@@ -30,12 +30,26 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use riposte_detect::envelope;
+use riposte_detect::runtime::falco;
+
 use super::pipeline::{Offer, Queue};
+use super::runtime::{self, Inlet};
 use crate::error::{Error, Result};
 use crate::metrics::{CodeLabels, DetectionMetrics};
 
 /// The path the apiserver's webhook kubeconfig points at.
 pub const PATH: &str = "/audit";
+/// Where Falco's `http_output` posts (one alert per request; Falco sends no credentials,
+/// so it authenticates with a client certificate, `http_output.mtls`).
+pub const FALCO_PATH: &str = "/falco";
+/// Where Falcosidekick's webhook output posts (it sends custom headers: the bearer token).
+pub const FALCOSIDEKICK_PATH: &str = "/falcosidekick";
+/// Where an Amazon Data Firehose stream delivers (its HTTP endpoint destination): EKS audit
+/// logs that a CloudWatch Logs subscription sends to the stream. Firehose authenticates with
+/// the access key it is configured with, in `X-Amz-Firehose-Access-Key`.
+pub const FIREHOSE_PATH: &str = "/firehose";
+const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
 /// The most of an unauthenticated request's body read before answering 401.
 const UNAUTHENTICATED_BODY_DRAINED: usize = 64 * 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -51,6 +65,8 @@ pub struct WebhookSettings {
     pub client_ca: Option<PathBuf>,
     /// Clients sending `Authorization: Bearer <token>` with this token are accepted.
     pub token: Option<String>,
+    /// Serve [`FIREHOSE_PATH`] to a Firehose stream configured with this access key.
+    pub firehose_access_key: Option<String>,
     pub max_body_bytes: usize,
 }
 
@@ -72,6 +88,7 @@ pub struct Webhook {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     token: Option<Arc<str>>,
+    firehose_access_key: Option<Arc<str>>,
     max_body_bytes: usize,
 }
 
@@ -85,7 +102,9 @@ struct Peer {
 #[derive(Clone)]
 struct Shared {
     queue: Queue,
+    runtime: Inlet,
     token: Option<Arc<str>>,
+    firehose_access_key: Option<Arc<str>>,
     metrics: DetectionMetrics,
 }
 
@@ -108,6 +127,7 @@ impl Webhook {
             listener,
             acceptor,
             token: settings.token.as_deref().map(Arc::from),
+            firehose_access_key: settings.firehose_access_key.as_deref().map(Arc::from),
             max_body_bytes: settings.max_body_bytes,
         })
     }
@@ -117,11 +137,13 @@ impl Webhook {
         self.listener.local_addr().map_err(|e| Error::Webhook(format!("the listener has no address: {e}")))
     }
 
-    /// Serves until the process ends.
-    pub async fn serve(self, queue: Queue, metrics: DetectionMetrics) -> Result<()> {
+    /// Serves until the process ends: audit batches into `queue`, Falco's alerts into
+    /// `runtime`.
+    pub async fn serve(self, queue: Queue, runtime: Inlet, metrics: DetectionMetrics) -> Result<()> {
         let addr = self.local_addr()?;
-        info!(%addr, path = PATH, "serving the audit webhook over HTTPS");
-        let shared = Shared { queue, token: self.token, metrics };
+        info!(%addr, audit = PATH, falco = FALCO_PATH, falcosidekick = FALCOSIDEKICK_PATH, "serving the webhooks over HTTPS");
+        let shared =
+            Shared { queue, runtime, token: self.token, firehose_access_key: self.firehose_access_key, metrics };
         let app = router(shared, self.max_body_bytes);
         loop {
             let (tcp, remote) = match self.listener.accept().await {
@@ -166,6 +188,9 @@ impl Webhook {
 fn router(shared: Shared, max_body_bytes: usize) -> Router {
     Router::new()
         .route(PATH, post(receive))
+        .route(FALCO_PATH, post(receive_falco))
+        .route(FALCOSIDEKICK_PATH, post(receive_falco))
+        .route(FIREHOSE_PATH, post(receive_firehose))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .layer(middleware::map_response_with_state(shared.clone(), count_response))
@@ -218,15 +243,22 @@ fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// Lets through a verified client certificate or the bearer token; anything else is 401,
-/// and its body is never parsed.
+/// Lets through a verified client certificate or the bearer token, and on the Firehose
+/// path only Firehose's access key; anything else is 401, and its body is never parsed.
 async fn authenticate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let certified = request.extensions().get::<Peer>().is_some_and(|peer| peer.certified);
-    let token_matches = match (&shared.token, bearer(request.headers())) {
-        (Some(expected), Some(presented)) => constant_time_eq(expected.as_bytes(), presented.as_bytes()),
-        _ => false,
+    let allowed = if request.uri().path() == FIREHOSE_PATH {
+        let presented = request.headers().get(FIREHOSE_ACCESS_KEY).and_then(|v| v.to_str().ok());
+        matches!((&shared.firehose_access_key, presented),
+            (Some(expected), Some(presented)) if constant_time_eq(expected.as_bytes(), presented.as_bytes()))
+    } else {
+        let certified = request.extensions().get::<Peer>().is_some_and(|peer| peer.certified);
+        let token_matches = match (&shared.token, bearer(request.headers())) {
+            (Some(expected), Some(presented)) => constant_time_eq(expected.as_bytes(), presented.as_bytes()),
+            _ => false,
+        };
+        certified || token_matches
     };
-    if certified || token_matches {
+    if allowed {
         return next.run(request).await;
     }
     // A client still sending when the connection closes on it may lose the answer (the
@@ -269,6 +301,89 @@ async fn receive(State(shared): State<Shared>, body: Bytes) -> Response {
             (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": 0, "dropped": count }))).into_response()
         }
     }
+}
+
+/// A Firehose delivery: every record unwrapped (CloudWatch Logs payloads, gzipped, of the
+/// EKS audit log stream), their events queued together. The answer is Firehose's: the
+/// request id and a timestamp, and an error message when the delivery was not taken, so
+/// that Firehose retries it (a full queue is 503 here, unlike the apiserver's batches:
+/// Firehose keeps the data and sends it again). Records that are not audit events are
+/// logged and counted, and the others are taken.
+async fn receive_firehose(State(shared): State<Shared>, body: Bytes) -> Response {
+    let received = Instant::now();
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let answer = |status: StatusCode, request_id: &str, error: Option<&str>| {
+        let body = envelope::firehose::response_body(request_id, now, error);
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    let delivery = match envelope::firehose::parse_request(&body) {
+        Ok(delivery) => delivery,
+        Err(e) => {
+            warn!("a Firehose delivery was refused: {e}");
+            return answer(StatusCode::BAD_REQUEST, "", Some(&e.to_string()));
+        }
+    };
+    let (mut events, mut problems) = (Vec::new(), Vec::new());
+    for (index, record) in delivery.records.into_iter().enumerate() {
+        match record.and_then(|data| envelope::unwrap(&data)) {
+            Ok(unwrapped) => {
+                events.extend(unwrapped.events);
+                problems.extend(
+                    unwrapped.malformed.into_iter().map(|m| format!("records[{index}] {}: {}", m.record, m.error)),
+                );
+            }
+            Err(e) => problems.push(format!("records[{index}]: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        warn!(request_id = %delivery.request_id, rejected = problems.len(), "Firehose records were not audit events: {}", problems.join("; "));
+    }
+    match shared.queue.offer(events, body.len(), received) {
+        Offer::Accepted => answer(StatusCode::OK, &delivery.request_id, None),
+        Offer::Dropped => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &delivery.request_id,
+            Some("Riposte's detection queue is full; deliver again later"),
+        ),
+    }
+}
+
+/// One Falco alert per body (`http_output`, Falcosidekick), or JSON lines of them (a file
+/// shipper). Each alert is queued, mapped or not; a malformed one is counted and named in
+/// the answer, and the others of the body are still taken. A body with nothing readable is
+/// 400.
+async fn receive_falco(State(shared): State<Shared>, body: Bytes) -> Response {
+    let results: Vec<_> = match falco::parse_alert(&body) {
+        Ok(alert) => vec![Ok(alert)],
+        Err(_) => falco::parse_lines(&body).collect(),
+    };
+    let (mut accepted, mut dropped, mut errors) = (0, 0, Vec::new());
+    for result in results {
+        match result {
+            Ok(alert) => {
+                if shared.runtime.offer(runtime::falco_input(alert)) {
+                    accepted += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+            Err(e) => {
+                shared.runtime.reject("falco");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if accepted + dropped == 0 {
+        let reason = if errors.is_empty() { "the body holds no Falco alert".to_owned() } else { errors.join("\n") };
+        warn!("a Falco alert was rejected: {reason}");
+        return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response();
+    }
+    if !errors.is_empty() {
+        warn!(rejected = errors.len(), "Falco alerts were rejected: {}", errors.join("; "));
+    }
+    let answer =
+        serde_json::json!({ "accepted": accepted, "dropped": dropped, "rejected": errors.len(), "errors": errors });
+    (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ use super::host::{run, run_with_input};
 use super::images::{self, Image};
 
 /// What the builder image is made of beside the Debian image, the toolchain and the CA
-/// bundle; change it to make a new builder.
-const BUILDER_PACKAGES: &str = "gcc libc6-dev";
+/// bundle (clang and libbpf's headers compile the node sensor's BPF programs); change it to
+/// make a new builder.
+const BUILDER_PACKAGES: &str = "gcc libc6-dev clang-19 libbpf-dev";
 
 fn buildah_dir() -> PathBuf {
     riposte::local::cache_dir().join("buildah")

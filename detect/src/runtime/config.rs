@@ -1,0 +1,541 @@
+//! What the runtime rules look for: names of tools, miners and daemons, pool domains and
+//! ports, sensitive files, and the thresholds of the stateful rules. Every list is
+//! configuration with defaults; `runtime:` in the detection configuration file replaces a
+//! list as a whole (unknown keys are refused, as for the audit rules).
+//!
+//! Names are matched exactly against a process's file name (and, for scripts run by an
+//! interpreter, the script's file name); paths by suffix, so that a node file mounted into
+//! a container at `/host/...` is still recognised.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Shells (reverse shells, web shells, nohup).
+    pub shells: Vec<String>,
+    /// Interpreters whose first argument is the program that really runs (`sh linpeas.sh`).
+    pub interpreters: Vec<String>,
+    /// Programs that download files (K8S.NODE_SuspectDownload*, DownloadAndRunCombo,
+    /// CryptoCoinMinerDownload).
+    pub download_tools: Vec<String>,
+    /// Directories that attackers stage files in (`/tmp`, `/dev/shm`...).
+    pub staging_directories: Vec<String>,
+    /// Tools that are interactive or scriptable enough to reach an API by hand
+    /// (K8S.NODE_KubernetesAPI, KubernetesDashboard): a controller's own binary is not one.
+    pub interactive_tools: Vec<String>,
+    /// Web servers and application servers (K8S.NODE_Webshell: one of them starting a
+    /// shell or a reconnaissance command).
+    pub web_servers: Vec<String>,
+    /// Digital currency miners, by process name (CryptoCoinMinerArtifacts,
+    /// CryptoCoinMinerDownload when a download names one).
+    pub miner_names: Vec<String>,
+    /// Mining pool domains (DigitalCurrencyMining when a command line names one).
+    pub pool_domains: Vec<String>,
+    /// Ports that mining pools listen on (DigitalCurrencyMining when a process connects to
+    /// one that is not on the local network).
+    pub pool_ports: Vec<u16>,
+    /// Arguments only miners take (CryptoCoinMinerExecution).
+    pub miner_arguments: Vec<String>,
+    /// Offensive tools (KnownLinuxAttackTool).
+    pub attack_tools: Vec<String>,
+    /// Credential dumping and cracking tools (KnownLinuxCredentialAccessTool).
+    pub credential_tools: Vec<String>,
+    /// Names and paths of DDoS toolkits' files (KnownLinuxDDoSToolkit).
+    pub ddos_toolkit_files: Vec<String>,
+    /// Backdoors, by process name (LinuxBackdoorArtifact).
+    pub backdoor_names: Vec<String>,
+    /// Names of system daemons that malware takes to hide (LinuxBackdoorArtifact when one
+    /// runs from a staging or hidden directory).
+    pub daemon_names: Vec<String>,
+    /// MITRE Caldera's agents (MitreCalderaTools).
+    pub caldera_agents: Vec<String>,
+    /// The user's feed of bot process names (CommonBot). Empty by default: no public feed
+    /// names the bots that matter to a given cluster.
+    pub bot_names: Vec<String>,
+    /// The user's feed of malicious download sources, as host names or addresses
+    /// (SuspectDownload). Empty by default, for the same reason.
+    pub malicious_download_sources: Vec<String>,
+    /// Processes whose termination is an attack on the cluster's security
+    /// (SuspectProcessTermination).
+    pub security_processes: Vec<String>,
+    /// Command-line fragments of exploits (ExploitAttempt).
+    pub exploit_patterns: Vec<String>,
+    /// Shell history files, by file name (HistoryFileCleared).
+    pub history_files: Vec<String>,
+    /// Files that track user activity (SystemLogRemoval), by path suffix.
+    pub activity_logs: Vec<String>,
+    /// Processes that rotate and trim logs; they, and what they start, may remove logs.
+    pub log_rotators: Vec<String>,
+    /// Password hash files (SuspectPasswordFileAccess), by path suffix.
+    pub password_files: Vec<String>,
+    /// Programs that read password hashes as part of their job.
+    pub password_readers: Vec<String>,
+    /// The kubelet's credentials (KubeConfigAccess), by path suffix.
+    pub kubelet_kubeconfigs: Vec<String>,
+    /// Programs that read the kubelet's credentials as part of their job.
+    pub kubeconfig_readers: Vec<String>,
+    /// Programs allowed to write SSH authorized keys (SshKeyAccess).
+    pub ssh_key_managers: Vec<String>,
+    /// Container runtimes, whose setup of a container (its namespaces) happens inside it.
+    pub container_runtimes: Vec<String>,
+    /// Programs that hand a socket to a child's standard streams as their job (inetd-style
+    /// servers): their socket redirections are not reverse shells.
+    pub socket_servers: Vec<String>,
+    /// Cloud metadata service addresses (ImdsCall).
+    pub metadata_addresses: Vec<String>,
+    /// Host names of cloud metadata services, as they appear in command lines.
+    pub metadata_hosts: Vec<String>,
+    /// Images whose containers call the metadata service as their job (cloud agents).
+    pub metadata_client_images: Vec<String>,
+    /// The Kubernetes API's addresses as pods reach them: the `kubernetes` Service's
+    /// cluster IP and the apiserver's endpoints. The operator adds its cluster's.
+    pub kubernetes_api_addresses: Vec<String>,
+    /// The Kubernetes Dashboard's addresses (its Service's cluster IP). The operator adds
+    /// its cluster's.
+    pub dashboard_addresses: Vec<String>,
+    /// SOCKS proxy ports (SuspectConnection).
+    pub socks_ports: Vec<u16>,
+    /// Port forwarding tools (SuspectPortForwarding).
+    pub port_forwarding_tools: Vec<String>,
+    /// Reconnaissance commands (ReconnaissanceArtifactsBurst).
+    pub recon_commands: Vec<String>,
+    /// That many distinct reconnaissance commands in one container within
+    /// `recon_burst_window_seconds` is a burst.
+    pub recon_burst_threshold: usize,
+    pub recon_burst_window_seconds: i64,
+    /// How long a downloaded file is remembered (DownloadAndRunCombo).
+    pub download_run_window_seconds: i64,
+    /// At most this many containers (and files per container) are followed by the
+    /// stateful rules; the least recently seen are forgotten first.
+    pub max_tracked_containers: usize,
+    /// How many raised (alert type, process) pairs are remembered, so that one process
+    /// raises one alert of a type (a reverse shell redirects three descriptors).
+    pub dedup_memory: usize,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shells: strings(&["sh", "bash", "dash", "ash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox"]),
+            interpreters: strings(&[
+                "sh", "bash", "dash", "ash", "zsh", "ksh", "python", "python2", "python3", "perl", "ruby", "php",
+                "node", "lua",
+            ]),
+            download_tools: strings(&["curl", "wget", "aria2c", "fetch", "axel", "lwp-download", "tftp", "ftp"]),
+            staging_directories: strings(&["/tmp/", "/var/tmp/", "/dev/shm/", "/run/shm/", "/var/run/shm/"]),
+            interactive_tools: strings(&[
+                "curl",
+                "wget",
+                "kubectl",
+                "nc",
+                "ncat",
+                "netcat",
+                "nc.openbsd",
+                "nc.traditional",
+                "socat",
+                "telnet",
+                "python",
+                "python2",
+                "python3",
+                "perl",
+                "ruby",
+                "php",
+                "node",
+                "sh",
+                "bash",
+                "dash",
+                "ash",
+                "zsh",
+                "openssl",
+                "busybox",
+                "http",
+                "httpie",
+            ]),
+            web_servers: strings(&[
+                "nginx",
+                "httpd",
+                "apache2",
+                "apache",
+                "lighttpd",
+                "php-fpm",
+                "php-fpm7",
+                "php-fpm8",
+                "php-cgi",
+                "caddy",
+                "tomcat",
+                "catalina.sh",
+                "uwsgi",
+                "gunicorn",
+                "unicorn",
+                "puma",
+                "w3wp",
+                "hhvm",
+                "traefik",
+            ]),
+            miner_names: strings(&[
+                "xmrig",
+                "xmrig-notls",
+                "xmr-stak",
+                "xmr-stak-cpu",
+                "ccminer",
+                "cpuminer",
+                "cpuminer-multi",
+                "minerd",
+                "cgminer",
+                "bfgminer",
+                "ethminer",
+                "nbminer",
+                "t-rex",
+                "lolminer",
+                "srbminer",
+                "srbminer-multi",
+                "phoenixminer",
+                "gminer",
+                "teamredminer",
+                "nanominer",
+                "kdevtmpfsi",
+                "kinsing",
+                "xmr-miner",
+            ]),
+            pool_domains: strings(&[
+                "supportxmr.com",
+                "moneroocean.stream",
+                "minexmr.com",
+                "nanopool.org",
+                "2miners.com",
+                "f2pool.com",
+                "hashvault.pro",
+                "c3pool.com",
+                "herominers.com",
+                "minergate.com",
+                "nicehash.com",
+                "unmineable.com",
+                "ethermine.org",
+                "dwarfpool.com",
+                "monerohash.com",
+                "xmrpool.eu",
+                "viabtc.com",
+                "antpool.com",
+                "poolin.com",
+                "slushpool.com",
+                "prohashing.com",
+                "zpool.ca",
+                "miningpoolhub.com",
+                "hashcity.org",
+            ]),
+            pool_ports: vec![3333, 4444, 5555, 7777, 9999, 14433, 14444, 45560, 45700],
+            miner_arguments: strings(&[
+                "--donate-level",
+                "--cpu-priority",
+                "--max-cpu-usage",
+                "--cpu-max-threads-hint",
+                "--randomx-mode",
+                "--randomx-1gb-pages",
+                "--coin=monero",
+                "--algo=rx/0",
+                "--algo=cryptonight",
+                "-a rx/0",
+                "-a cryptonight",
+                "--nicehash",
+                "--rig-id",
+            ]),
+            attack_tools: strings(&[
+                "nmap",
+                "masscan",
+                "zmap",
+                "nikto",
+                "sqlmap",
+                "hydra",
+                "medusa",
+                "ncrack",
+                "gobuster",
+                "dirb",
+                "dirbuster",
+                "ffuf",
+                "wfuzz",
+                "msfconsole",
+                "msfvenom",
+                "msfrpcd",
+                "meterpreter",
+                "linpeas.sh",
+                "linpeas",
+                "linenum.sh",
+                "les.sh",
+                "pspy",
+                "pspy64",
+                "peirates",
+                "kubeletctl",
+                "cdk",
+                "deepce.sh",
+                "amicontained",
+                "botb",
+                "kdigger",
+                "kube-hunter",
+                "zgrab",
+                "zgrab2",
+                "responder",
+                "bettercap",
+            ]),
+            credential_tools: strings(&[
+                "mimipenguin",
+                "mimipenguin.sh",
+                "mimipenguin.py",
+                "lazagne",
+                "laZagne.py",
+                "lazagne.py",
+                "truffleHog",
+                "trufflehog",
+                "3snake",
+                "linikatz.sh",
+                "tickey",
+                "swap_digger.sh",
+                "hashcat",
+                "john",
+                "unshadow",
+                "gitleaks",
+                "shadowsteal",
+            ]),
+            ddos_toolkit_files: strings(&[
+                // BillGates / Elknot.
+                "/tmp/moni.lod",
+                "/tmp/gates.lod",
+                "/tmp/notify.file",
+                "/usr/bin/bsd-port/getty",
+                "/usr/bin/pojie",
+                "atddd",
+                "cupsdd",
+                "cupss",
+                "ksapdd",
+                "kysapdd",
+                "sksapdd",
+                "skysapd",
+                "xfsdxd",
+                // XorDDoS.
+                "/etc/cron.hourly/gcc.sh",
+                "/lib/libudev.so.6",
+                "/etc/cron.hourly/cron.sh",
+                // Tsunami / Kaiten DDoS bots.
+                "ddos.pl",
+                "kaiten",
+                "tsunami",
+            ]),
+            backdoor_names: strings(&[
+                "gs-netcat",
+                "gsocket",
+                "gs-sftp",
+                "tsh",
+                "tshd",
+                "prism",
+                "rekoobe",
+                "bpfdoor",
+                "reptile_cmd",
+                "sedexp",
+                "orbit",
+                "symbiote",
+                "kworkerds",
+                "sshdoor",
+            ]),
+            daemon_names: strings(&[
+                "sshd",
+                "kworker",
+                "kthreadd",
+                "systemd",
+                "crond",
+                "cron",
+                "httpd",
+                "nginx",
+                "rsyslogd",
+                "dbus-daemon",
+                "init",
+                "atd",
+                "udevd",
+                "systemd-journald",
+                "kswapd0",
+                "ksoftirqd",
+                "migration",
+                "watchdog",
+            ]),
+            caldera_agents: strings(&[
+                "sandcat",
+                "sandcat.go",
+                "sandcat.exe",
+                "54ndc47",
+                "ragdoll",
+                "ragdoll.py",
+                "manx",
+                "manx.go",
+            ]),
+            bot_names: Vec::new(),
+            malicious_download_sources: Vec::new(),
+            security_processes: strings(&[
+                "falco",
+                "falcosidekick",
+                "tetragon",
+                "riposte",
+                "auditd",
+                "osqueryd",
+                "wazuh-agentd",
+                "ossec-agentd",
+                "sysdig",
+                "falcon-sensor",
+                "mdatp",
+                "wdavdaemon",
+                "omsagent",
+                "aqua-enforcer",
+                "twistlock-defender",
+                "clamd",
+                "aide",
+                "tracee",
+                "kube-bench",
+            ]),
+            exploit_patterns: strings(&[
+                "${jndi:",
+                "() { :;};",
+                "() { :; };",
+                "cve-20",
+                "dirtypipe",
+                "dirtycow",
+                "pwnkit",
+            ]),
+            history_files: strings(&[
+                ".bash_history",
+                ".zsh_history",
+                ".sh_history",
+                ".ash_history",
+                ".history",
+                ".zhistory",
+                "fish_history",
+                ".python_history",
+                ".mysql_history",
+                ".psql_history",
+                ".node_repl_history",
+                ".lesshst",
+                ".viminfo",
+            ]),
+            activity_logs: strings(&[
+                "/var/log/wtmp",
+                "/var/log/btmp",
+                "/var/log/lastlog",
+                "/var/run/utmp",
+                "/run/utmp",
+                "/var/log/auth.log",
+                "/var/log/secure",
+                "/var/log/syslog",
+                "/var/log/messages",
+                "/var/log/audit/audit.log",
+                "/var/log/faillog",
+            ]),
+            log_rotators: strings(&["logrotate", "rsyslogd", "systemd-journald", "journalctl", "newsyslog"]),
+            password_files: strings(&[
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/shadow-",
+                "/etc/gshadow-",
+                "/etc/security/opasswd",
+            ]),
+            password_readers: strings(&[
+                "passwd",
+                "chpasswd",
+                "chage",
+                "login",
+                "su",
+                "sudo",
+                "sshd",
+                "unix_chkpwd",
+                "useradd",
+                "usermod",
+                "userdel",
+                "groupadd",
+                "groupmod",
+                "groupdel",
+                "gpasswd",
+                "pwck",
+                "grpck",
+                "newusers",
+                "vipw",
+                "pwconv",
+                "grpconv",
+                "nscd",
+                "shadowconfig",
+                "cron",
+                "crond",
+                "dpkg",
+                "apt-get",
+                "apt",
+                "rpm",
+                "dnf",
+                "yum",
+                "apk",
+            ]),
+            kubelet_kubeconfigs: strings(&[
+                "/etc/kubernetes/kubelet.conf",
+                "/etc/kubernetes/bootstrap-kubelet.conf",
+                "/etc/kubernetes/kubelet-kubeconfig",
+                "/var/lib/kubelet/kubeconfig",
+                "/var/lib/kubelet/bootstrap-kubeconfig",
+                "/var/lib/kubelet/pki/kubelet-client-current.pem",
+            ]),
+            kubeconfig_readers: strings(&["kubelet", "kube-proxy", "kubeadm"]),
+            ssh_key_managers: strings(&["sshd", "ssh-keygen", "google_guest_agent", "waagent", "cloud-init"]),
+            container_runtimes: strings(&[
+                "runc",
+                "runc:[1:CHILD]",
+                "runc:[2:INIT]",
+                "crun",
+                "youki",
+                "runsc",
+                "containerd-shim-runc-v2",
+            ]),
+            socket_servers: strings(&["sshd", "inetd", "xinetd", "systemd", "tcpserver", "dropbear"]),
+            metadata_addresses: strings(&["169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2"]),
+            metadata_hosts: strings(&[
+                "169.254.169.254",
+                "metadata.google.internal",
+                "metadata.azure.com",
+                "100.100.100.200",
+            ]),
+            metadata_client_images: Vec::new(),
+            kubernetes_api_addresses: Vec::new(),
+            dashboard_addresses: Vec::new(),
+            socks_ports: vec![1080, 9050, 9150],
+            port_forwarding_tools: strings(&[
+                "chisel", "ngrok", "frpc", "gost", "rathole", "bore", "ligolo", "revsocks",
+            ]),
+            recon_commands: strings(&[
+                "whoami",
+                "id",
+                "uname",
+                "hostname",
+                "ifconfig",
+                "ip",
+                "netstat",
+                "ss",
+                "arp",
+                "route",
+                "w",
+                "who",
+                "last",
+                "lsb_release",
+                "lscpu",
+                "nproc",
+                "getent",
+                "groups",
+                "crontab",
+                "lsof",
+                "mount",
+                "df",
+                "ps",
+            ]),
+            recon_burst_threshold: 5,
+            recon_burst_window_seconds: 60,
+            download_run_window_seconds: 600,
+            max_tracked_containers: 4096,
+            dedup_memory: 16_384,
+        }
+    }
+}
