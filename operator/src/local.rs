@@ -14,6 +14,7 @@ use kube::{Api, Client, Config, ResourceExt};
 use tokio::process::{Child, Command};
 use tracing::info;
 
+use crate::detection::webhook::Credentials;
 use crate::error::{Error, Result};
 
 pub const KUBERNETES_VERSION: &str = "v1.33.13";
@@ -93,16 +94,12 @@ impl LocalAuditWebhook {
     /// Makes a throwaway CA, the webhook's serving certificate (127.0.0.1) and the
     /// apiserver's client certificate, and binds the webhook on a free loopback port.
     pub async fn bind(max_body_bytes: usize) -> Result<LocalAuditWebhook> {
-        LocalAuditWebhook::bind_with(max_body_bytes, None, None).await
+        LocalAuditWebhook::bind_with(max_body_bytes, Credentials::default()).await
     }
 
-    /// As [`LocalAuditWebhook::bind`], also accepting a bearer token, and serving Firehose
-    /// deliveries with an access key.
-    pub async fn bind_with(
-        max_body_bytes: usize,
-        token: Option<String>,
-        firehose_access_key: Option<String>,
-    ) -> Result<LocalAuditWebhook> {
+    /// As [`LocalAuditWebhook::bind`], also accepting `credentials` (a bearer token,
+    /// Firehose's access key, Pub/Sub's push tokens).
+    pub async fn bind_with(max_body_bytes: usize, credentials: Credentials) -> Result<LocalAuditWebhook> {
         use rcgen::ExtendedKeyUsagePurpose;
         let ca = TestCa::new("riposte-local-audit-ca")?;
         let (server_cert, server_key) = ca.issue(
@@ -127,8 +124,7 @@ impl LocalAuditWebhook {
             tls_cert: dir.join("tls.crt"),
             tls_key: dir.join("tls.key"),
             client_ca: Some(dir.join("ca.crt")),
-            token,
-            firehose_access_key,
+            credentials,
             max_body_bytes,
         };
         let bound = crate::detection::webhook::Webhook::bind(&settings).await;

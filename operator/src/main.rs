@@ -16,9 +16,10 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use riposte::controller::Settings;
 use riposte::detection::cluster::{self, ClusterSettings};
+use riposte::detection::event_hubs::{self, EventHubsSettings};
 use riposte::detection::pipeline::{self, DetectionSettings, QueueLimits};
 use riposte::detection::runtime::{self, RuntimeSettings};
-use riposte::detection::webhook::{Webhook, WebhookSettings};
+use riposte::detection::webhook::{Credentials, PubSubPush, Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::leader;
 use riposte::local::{self, LocalAuditWebhook, LocalControlPlane};
@@ -219,6 +220,8 @@ struct RunArgs {
     #[command(flatten)]
     audit_webhook: AuditWebhookArgs,
     #[command(flatten)]
+    event_hubs: EventHubsArgs,
+    #[command(flatten)]
     detection: DetectionArgs,
     /// How often the existing Services are scanned for exposures (K8S_Exposed*); also once
     /// at start.
@@ -261,6 +264,21 @@ struct AuditWebhookArgs {
     /// Logs subscription (docs/managed-clusters.md).
     #[arg(long, env = "RIPOSTE_FIREHOSE_ACCESS_KEY_FILE", requires = "audit_webhook_addr")]
     firehose_access_key_file: Option<PathBuf>,
+    /// Serve POST /pubsub to a Pub/Sub push subscription of a GKE cluster's audit log (a log
+    /// sink to a topic), authenticating its OIDC tokens: this is the audience they must name
+    /// (the subscription's audience, by default its push endpoint's URL).
+    #[arg(long, env = "RIPOSTE_PUBSUB_AUDIENCE", requires_all = ["audit_webhook_addr", "pubsub_service_account"])]
+    pubsub_audience: Option<String>,
+    /// The service account the push subscription authenticates as (the tokens' email).
+    #[arg(long, env = "RIPOSTE_PUBSUB_SERVICE_ACCOUNT", requires = "pubsub_audience")]
+    pubsub_service_account: Option<String>,
+    /// Where the keys that sign push tokens are published (Google's, unless testing or
+    /// going through a mirror).
+    #[arg(long, env = "RIPOSTE_PUBSUB_JWKS_URL", default_value = riposte_streams::oidc::GOOGLE_JWKS_URL)]
+    pubsub_jwks_url: String,
+    /// CA certificates (PEM) trusted for the key set's server beside the public roots.
+    #[arg(long, env = "RIPOSTE_PUBSUB_JWKS_CA_FILE", requires = "pubsub_audience")]
+    pubsub_jwks_ca_file: Option<PathBuf>,
     /// Larger request bodies are refused with 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024, env = "RIPOSTE_AUDIT_WEBHOOK_MAX_BODY_BYTES")]
     audit_webhook_max_body_bytes: usize,
@@ -272,6 +290,48 @@ struct AuditWebhookArgs {
     /// take); beyond, batches are dropped and counted as above.
     #[arg(long, default_value_t = 64 * 1024 * 1024, env = "RIPOSTE_AUDIT_QUEUE_BYTES")]
     audit_queue_bytes: usize,
+}
+
+/// AKS: the audit log a diagnostic setting exports to Event Hubs, read over its Kafka
+/// endpoint as a consumer group.
+#[derive(clap::Args)]
+struct EventHubsArgs {
+    /// The Event Hubs namespace's host (`<namespace>.servicebus.windows.net`, with `:port`
+    /// when not 9093). Turns the consumer on.
+    #[arg(long, env = "RIPOSTE_EVENT_HUBS_NAMESPACE", requires = "event_hubs_connection_string_file")]
+    event_hubs_namespace: Option<String>,
+    /// A file holding a connection string of the namespace or of the hub with Listen rights.
+    #[arg(long, env = "RIPOSTE_EVENT_HUBS_CONNECTION_STRING_FILE", requires = "event_hubs_namespace")]
+    event_hubs_connection_string_file: Option<PathBuf>,
+    /// The event hubs the diagnostic setting writes to, comma-separated.
+    #[arg(long, env = "RIPOSTE_EVENT_HUBS_HUB", value_delimiter = ',', default_value = "insights-logs-kube-audit")]
+    event_hubs_hub: Vec<String>,
+    /// The consumer group (create it on the hubs; every replica joins it).
+    #[arg(long, env = "RIPOSTE_EVENT_HUBS_CONSUMER_GROUP", default_value = "riposte")]
+    event_hubs_consumer_group: String,
+    /// A CA (PEM) the brokers' certificates chain to, when not one of the public roots.
+    #[arg(long, env = "RIPOSTE_EVENT_HUBS_CA_FILE", requires = "event_hubs_namespace")]
+    event_hubs_ca_file: Option<PathBuf>,
+}
+
+impl EventHubsArgs {
+    fn settings(&self) -> riposte::Result<Option<riposte_streams::kafka::Settings>> {
+        let (Some(namespace), Some(file)) = (&self.event_hubs_namespace, &self.event_hubs_connection_string_file)
+        else {
+            return Ok(None);
+        };
+        let connection_string = std::fs::read_to_string(file).map_err(|e| {
+            riposte::Error::Detection(format!("cannot read the Event Hubs connection string {}: {e}", file.display()))
+        })?;
+        let settings = EventHubsSettings {
+            namespace: namespace.clone(),
+            connection_string: connection_string.trim().to_owned(),
+            hubs: self.event_hubs_hub.iter().filter(|hub| !hub.is_empty()).cloned().collect(),
+            consumer_group: self.event_hubs_consumer_group.clone(),
+            ca_file: self.event_hubs_ca_file.clone(),
+        };
+        settings.kafka().map(Some)
+    }
 }
 
 /// What the detection rules look for, shared by `run` and `detect`.
@@ -315,13 +375,26 @@ impl AuditWebhookArgs {
         let token = self.audit_webhook_token_file.as_deref().map(WebhookSettings::read_token).transpose()?;
         let firehose_access_key =
             self.firehose_access_key_file.as_deref().map(WebhookSettings::read_token).transpose()?;
+        let pubsub = match (&self.pubsub_audience, &self.pubsub_service_account) {
+            (Some(audience), Some(service_account)) => {
+                let mut jwks = riposte_streams::oidc::JwksSettings::google();
+                jwks.url.clone_from(&self.pubsub_jwks_url);
+                jwks.extra_roots_pem = match &self.pubsub_jwks_ca_file {
+                    Some(file) => Some(std::fs::read(file).map_err(|e| {
+                        riposte::Error::Webhook(format!("cannot read the key set's CA {}: {e}", file.display()))
+                    })?),
+                    None => None,
+                };
+                Some(PubSubPush { audience: audience.clone(), service_account: service_account.clone(), jwks })
+            }
+            _ => None,
+        };
         let settings = WebhookSettings {
             addr,
             tls_cert: tls_cert.clone(),
             tls_key: tls_key.clone(),
             client_ca: self.audit_webhook_client_ca.clone(),
-            token,
-            firehose_access_key,
+            credentials: Credentials { token, firehose_access_key, pubsub },
             max_body_bytes: self.audit_webhook_max_body_bytes,
         };
         Ok(Some(Webhook::bind(&settings).await?))
@@ -372,6 +445,7 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> riposte::Result<()> {
     let namespace = args.pod_namespace.clone().unwrap_or(args.namespace);
     let detection = args.detection.config()?;
+    let event_hubs = args.event_hubs.settings()?;
     let mut webhook = args.audit_webhook.bind().await?;
     let (client, _local) = match (args.local, Client::try_default().await) {
         (false, Ok(client)) => (client, None),
@@ -411,6 +485,11 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let metrics = Metrics::register(&mut registry);
     let detection_metrics = DetectionMetrics::register(&mut registry);
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
+    let event_hubs = event_hubs.map(|settings| {
+        let counters = riposte_streams::kafka::Metrics::default();
+        counters.register(&mut registry);
+        (settings, counters)
+    });
     let runtime_settings =
         RuntimeSettings { config: detection.runtime.clone(), namespace: settings.namespace.clone(), node: None };
     let cluster_settings = (!args.no_cluster_watch)
@@ -428,6 +507,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             baseline_save_interval: Duration::from_secs(30),
         },
         QueueLimits { events: args.audit_webhook.audit_queue_events, bytes: args.audit_webhook.audit_queue_bytes },
+        event_hubs,
         runtime_settings,
         cluster_settings,
         audit_loss_grace,
@@ -473,16 +553,18 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
 const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// Watches the cluster's pods and workloads (unless told not to), serves the webhooks
-/// (audit, Falco) and evaluates what they receive, when there is a webhook. Every replica
-/// detects (the apiserver's batches reach whichever one the Service picks); Alerts are named
-/// after the request, the execution or the object they saw, so a batch retried elsewhere,
-/// or an object every replica watches, is raised once.
+/// (audit, Falco, Firehose, Pub/Sub) and reads Event Hubs when configured, and evaluates
+/// what they receive. Every replica detects (the apiserver's batches reach whichever one the
+/// Service picks, the hubs' partitions are shared by the group); Alerts are named after the
+/// request, the execution or the object they saw, so a batch retried elsewhere, or an
+/// object every replica watches, is raised once.
 #[allow(clippy::too_many_arguments)]
 async fn detect(
     webhook: Option<Webhook>,
     client: Client,
     settings: DetectionSettings,
     queue_limits: QueueLimits,
+    event_hubs: Option<(riposte_streams::kafka::Settings, riposte_streams::kafka::Metrics)>,
     runtime_settings: RuntimeSettings,
     cluster_settings: Option<ClusterSettings>,
     audit_loss_grace: Option<Duration>,
@@ -500,11 +582,17 @@ async fn detect(
         }
         None => info!("--no-cluster-watch: the workload rules only see what the audit events report"),
     }
-    let Some(webhook) = webhook else {
-        info!("no webhook configured (--audit-webhook-addr): detections from audit events and Falco are off");
+    if webhook.is_none() && event_hubs.is_none() {
+        info!(
+            "no webhook (--audit-webhook-addr) and no Event Hubs (--event-hubs-namespace) configured: \
+             detections from audit events and Falco are off"
+        );
         return std::future::pending().await;
-    };
+    }
     let (queue, receiver) = pipeline::queue(queue_limits, metrics.clone());
+    if let Some((kafka, counters)) = event_hubs {
+        tokio::spawn(event_hubs::run(kafka, queue.clone(), metrics.clone(), counters));
+    }
     let (inlet, runtime_receiver) = runtime::inlet(RUNTIME_QUEUE, runtime_metrics.clone());
     let pods = Arc::new(std::sync::RwLock::new(runtime::PodIndex::default()));
     tokio::spawn(runtime::watch_pods(client.clone(), None, pods.clone()));
@@ -517,8 +605,15 @@ async fn detect(
         runtime_metrics,
         std::future::pending(),
     );
+    let webhook_metrics = metrics.clone();
+    let served = async move {
+        match webhook {
+            Some(webhook) => webhook.serve(queue, inlet, webhook_metrics).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        served = webhook.serve(queue, inlet, metrics.clone()) => served,
+        served = served => served,
         // On SIGTERM (a rollout, a drain) the baseline is saved before the process ends.
         evaluated = pipeline::run(client, settings, receiver, coverage, metrics, terminated()) => evaluated.map(drop),
         () = runtime_path => Ok(()),

@@ -108,6 +108,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Which managed-cluster input a count is of: `firehose`, `pubsub`, `event_hubs`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InputLabels {
+    pub input: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabels {
     pub r#type: String,
@@ -124,6 +130,10 @@ pub struct DetectionMetrics {
     pub requests: Family<CodeLabels, Counter>,
     pub events_received: Counter,
     pub events_dropped: Family<ReasonLabels, Counter>,
+    /// Events a full queue refused from a sender that delivers them again.
+    pub events_deferred: Family<InputLabels, Counter>,
+    /// Records of a managed-cluster input that held no readable audit event.
+    pub records_rejected: Family<InputLabels, Counter>,
     pub events_evaluated: Counter,
     pub queued_events: Gauge,
     pub queued_bytes: Gauge,
@@ -141,6 +151,8 @@ impl DetectionMetrics {
             requests: Family::default(),
             events_received: Counter::default(),
             events_dropped: Family::default(),
+            events_deferred: Family::default(),
+            records_rejected: Family::default(),
             events_evaluated: Counter::default(),
             queued_events: Gauge::default(),
             queued_bytes: Gauge::default(),
@@ -165,6 +177,16 @@ impl DetectionMetrics {
             "riposte_audit_events_dropped",
             "Audit events received but not evaluated, by reason (queue_full)",
             metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "riposte_audit_events_deferred",
+            "Audit events a full detection queue refused from a sender that delivers them again, by input",
+            metrics.events_deferred.clone(),
+        );
+        registry.register(
+            "riposte_audit_records_rejected",
+            "Records of a managed-cluster input (firehose, pubsub, event_hubs) that held no readable audit event",
+            metrics.records_rejected.clone(),
         );
         registry.register(
             "riposte_audit_events_evaluated",

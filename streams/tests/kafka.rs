@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riposte_streams::ErrorKind;
 use riposte_streams::kafka::{Consumer, Delivery, Record, Security, Settings, Sink};
@@ -71,41 +68,6 @@ fn block_on<T>(future: impl Future<Output = T>) -> T {
         .build()
         .expect("a runtime")
         .block_on(future)
-}
-
-/// A topic of its own for each test, with `partitions` partitions.
-fn create_topic(broker: &KafkaBroker, name: &str, partitions: i32) -> Result<(), String> {
-    block_on(async {
-        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &broker.plaintext)
-            .create()
-            .map_err(|e| e.to_string())?;
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for result in results {
-            result.map_err(|(topic, error)| format!("creating {topic}: {error}"))?;
-        }
-        Ok(())
-    })
-}
-
-/// Writes `(partition, value)` records with keys `key-<i>`, in order.
-async fn produce(broker: &KafkaBroker, topic: &str, records: &[(i32, String)]) -> Result<(), String> {
-    let producer: FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.plaintext).create().map_err(|e| e.to_string())?;
-    for (i, (partition, value)) in records.iter().enumerate() {
-        let key = format!("key-{i}");
-        producer
-            .send(FutureRecord::to(topic).partition(*partition).key(&key).payload(value), Duration::from_secs(30))
-            .await
-            .map_err(|(error, _)| format!("producing to {topic}/{partition}: {error}"))?;
-    }
-    Ok(())
 }
 
 /// The offsets `group` committed on `topic`'s partitions (`None`: nothing committed).
@@ -221,11 +183,11 @@ fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), String
 
 fn records_reach_the_sink(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "records-reach-the-sink";
-    create_topic(broker, topic, 2)?;
+    block_on(broker.create_topic(topic, 2))?;
     block_on(async {
         let produced: Vec<(i32, String)> =
             (0..20).map(|i| (i % 2, format!("{{\"records\":[{{\"n\":{i}}}]}}"))).collect();
-        produce(broker, topic, &produced).await?;
+        broker.produce(topic, &produced).await?;
         let consumer = Arc::new(Consumer::start(settings(broker, topic, "reach")).await.map_err(|e| e.to_string())?);
         let sink = Recorder::default();
         let (stop, run) = spawn_run(consumer.clone(), sink.clone());
@@ -262,9 +224,9 @@ fn records_reach_the_sink(broker: &KafkaBroker) -> Result<(), String> {
 
 fn lag_counts_uncommitted_records(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "lag";
-    create_topic(broker, topic, 1)?;
+    block_on(broker.create_topic(topic, 1))?;
     block_on(async {
-        produce(broker, topic, &[(0, "first".to_string())]).await?;
+        broker.produce(topic, &[(0, "first".to_string())]).await?;
         let mut settings = settings(broker, topic, "lag");
         settings.statistics_interval = Duration::from_millis(100);
         // A batch that waits long for more records: its records are read, not yet committed.
@@ -279,7 +241,7 @@ fn lag_counts_uncommitted_records(broker: &KafkaBroker) -> Result<(), String> {
         .await?;
         wait_for("the lag to be read as 0", Duration::from_secs(30), || lag() == 0).await?;
         let more: Vec<(i32, String)> = (0..5).map(|i| (0, format!("more {i}"))).collect();
-        produce(broker, topic, &more).await?;
+        broker.produce(topic, &more).await?;
         wait_for("the lag of the batch being collected", Duration::from_secs(30), || lag() == 5).await?;
         check(sink.accepted().len() == 1, || format!("accepted before the lag was read: {:?}", sink.accepted()))?;
         wait_for("the batch's commit and no lag", Duration::from_secs(30), || {
@@ -293,10 +255,10 @@ fn lag_counts_uncommitted_records(broker: &KafkaBroker) -> Result<(), String> {
 
 fn refused_batch_is_offered_again(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "refused-batch";
-    create_topic(broker, topic, 1)?;
+    block_on(broker.create_topic(topic, 1))?;
     block_on(async {
         let produced: Vec<(i32, String)> = (0..5).map(|i| (0, format!("record {i}"))).collect();
-        produce(broker, topic, &produced).await?;
+        broker.produce(topic, &produced).await?;
         let consumer = Arc::new(Consumer::start(settings(broker, topic, "refused")).await.map_err(|e| e.to_string())?);
         let (deliveries, mut delivered) = mpsc::unbounded_channel();
         let sink = Recorder { deliveries: Some(deliveries), ..Recorder::default() };
@@ -330,10 +292,10 @@ fn refused_batch_is_offered_again(broker: &KafkaBroker) -> Result<(), String> {
 
 fn restarted_consumer_resumes(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "restart";
-    create_topic(broker, topic, 1)?;
+    block_on(broker.create_topic(topic, 1))?;
     block_on(async {
         let first: Vec<(i32, String)> = (0..5).map(|i| (0, format!("first {i}"))).collect();
-        produce(broker, topic, &first).await?;
+        broker.produce(topic, &first).await?;
         let consumer = Arc::new(Consumer::start(settings(broker, topic, "restart")).await.map_err(|e| e.to_string())?);
         let sink = Recorder::default();
         let (stop, run) = spawn_run(consumer.clone(), sink.clone());
@@ -341,7 +303,7 @@ fn restarted_consumer_resumes(broker: &KafkaBroker) -> Result<(), String> {
         // Refused records are not committed: the next consumer gets them.
         sink.refuse(true);
         let second: Vec<(i32, String)> = (0..5).map(|i| (0, format!("second {i}"))).collect();
-        produce(broker, topic, &second).await?;
+        broker.produce(topic, &second).await?;
         wait_for("a refusal", Duration::from_secs(30), || sink.offered().len() >= 2).await?;
         let _ = stop.send(());
         run.await.expect("the run task").map_err(|e| e.to_string())?;
@@ -363,7 +325,7 @@ fn restarted_consumer_resumes(broker: &KafkaBroker) -> Result<(), String> {
 
 fn two_consumers_share_partitions(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "shared";
-    create_topic(broker, topic, 4)?;
+    block_on(broker.create_topic(topic, 4))?;
     block_on(async {
         let first = Arc::new(Consumer::start(settings(broker, topic, "shared")).await.map_err(|e| e.to_string())?);
         let second = Arc::new(Consumer::start(settings(broker, topic, "shared")).await.map_err(|e| e.to_string())?);
@@ -379,7 +341,7 @@ fn two_consumers_share_partitions(broker: &KafkaBroker) -> Result<(), String> {
         check(all.len() == 4, || format!("overlapping assignments: {held_first:?} {held_second:?}"))?;
 
         let produced: Vec<(i32, String)> = (0..40).map(|i| (i % 4, format!("shared {i}"))).collect();
-        produce(broker, topic, &produced).await?;
+        broker.produce(topic, &produced).await?;
         wait_for("all 40 records", Duration::from_secs(60), || {
             first_sink.accepted().len() + second_sink.accepted().len() >= 40
         })
@@ -434,11 +396,11 @@ fn event_hubs(broker: &KafkaBroker, key: &str, topic: &str, trusted: bool) -> Se
 
 fn event_hubs_over_sasl_ssl(broker: &KafkaBroker) -> Result<(), String> {
     let topic = "insights-logs-kube-audit";
-    create_topic(broker, topic, 2)?;
+    block_on(broker.create_topic(topic, 2))?;
     block_on(async {
         let produced: Vec<(i32, String)> =
             (0..6).map(|i| (i % 2, format!("{{\"records\":[{{\"audit\":{i}}}]}}"))).collect();
-        produce(broker, topic, &produced).await?;
+        broker.produce(topic, &produced).await?;
         let consumer = Arc::new(
             Consumer::start(event_hubs(broker, EVENT_HUBS_KEY, topic, true)).await.map_err(|e| e.to_string())?,
         );

@@ -22,6 +22,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use riposte::detection::pipeline;
+use riposte::detection::webhook::Credentials;
 use riposte::local::{AuditWebhookTarget, LocalAuditWebhook};
 use riposte::metrics::{DetectionMetrics, ReasonLabels};
 use riposte_crds::{Alert, Phase, ResponseAction, ResponsePolicy};
@@ -60,8 +61,12 @@ async fn main() {
         .expect("the policy applies");
     env.run_operator(env.client.clone(), default_guardrails());
 
-    let local =
-        LocalAuditWebhook::bind_with(32 * 1024 * 1024, Some(TOKEN.into()), None).await.expect("the webhook binds");
+    let local = LocalAuditWebhook::bind_with(
+        32 * 1024 * 1024,
+        Credentials { token: Some(TOKEN.into()), ..Credentials::default() },
+    )
+    .await
+    .expect("the webhook binds");
     let target = local.target.clone();
     let (_server, receiver, metrics) = serve_audit_webhook(local.webhook, AUDIT_QUEUE);
     let settings = detection_settings(riposte_detect::Config::default(), Duration::from_secs(3600));

@@ -401,6 +401,73 @@ fn with_detection_disabled_the_chart_renders_no_webhook_no_flags_and_no_detectio
     assert!(!own.to_string().contains("riposte-detection-baseline"));
 }
 
+#[test]
+fn managed_cluster_inputs_render_their_flags_and_mount_only_their_secrets() {
+    let none = render(&[]);
+    let args = container_args(&typed(&none, "Deployment", "riposte"));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--firehose") || a.starts_with("--event-hubs") || a.starts_with("--pubsub"))
+    );
+
+    let docs = render(&[
+        "--set",
+        "detection.managedClusters.firehose.accessKeySecret=firehose-key",
+        "--set",
+        "detection.managedClusters.eventHubs.namespace=aks-audit.servicebus.windows.net",
+        "--set",
+        "detection.managedClusters.eventHubs.connectionStringSecret=event-hubs",
+        "--set",
+        "detection.managedClusters.eventHubs.hubs={insights-logs-kube-audit,insights-logs-kube-audit-admin}",
+        "--set",
+        "detection.managedClusters.pubsub.audience=https://riposte.example.com/pubsub",
+        "--set",
+        "detection.managedClusters.pubsub.serviceAccount=audit-push@shop.iam.gserviceaccount.com",
+    ]);
+    let deployment: Deployment = typed(&docs, "Deployment", "riposte");
+    let args = container_args(&deployment);
+    for expected in [
+        "--firehose-access-key-file=/etc/riposte/firehose/access-key",
+        "--event-hubs-namespace=aks-audit.servicebus.windows.net",
+        "--event-hubs-connection-string-file=/etc/riposte/event-hubs/connection-string",
+        "--event-hubs-hub=insights-logs-kube-audit,insights-logs-kube-audit-admin",
+        "--event-hubs-consumer-group=riposte",
+        "--pubsub-audience=https://riposte.example.com/pubsub",
+        "--pubsub-service-account=audit-push@shop.iam.gserviceaccount.com",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
+    }
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let volumes = pod.volumes.unwrap();
+    let secret = |volume: &str| {
+        let secret = volumes.iter().find(|v| v.name == volume).and_then(|v| v.secret.clone()).unwrap();
+        let item = secret.items.unwrap().remove(0);
+        (secret.secret_name.unwrap(), item.key, item.path)
+    };
+    assert_eq!(secret("firehose-access-key"), ("firehose-key".into(), "accessKey".into(), "access-key".into()));
+    assert_eq!(
+        secret("event-hubs-connection-string"),
+        ("event-hubs".into(), "connectionString".into(), "connection-string".into())
+    );
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    for (volume, path) in
+        [("firehose-access-key", "/etc/riposte/firehose"), ("event-hubs-connection-string", "/etc/riposte/event-hubs")]
+    {
+        assert!(
+            mounts.iter().any(|m| m.name == volume && m.mount_path == path && m.read_only == Some(true)),
+            "{volume}"
+        );
+    }
+
+    // Half a configuration is an error at install, not a pod that fails to start.
+    let error =
+        try_render(&["--set", "detection.managedClusters.eventHubs.namespace=aks-audit.servicebus.windows.net"])
+            .unwrap_err();
+    assert!(error.contains("connectionStringSecret is required"), "{error}");
+    let error = try_render(&["--set", "detection.managedClusters.pubsub.audience=https://riposte.example.com/pubsub"])
+        .unwrap_err();
+    assert!(error.contains("pubsub.serviceAccount is required"), "{error}");
+}
+
 /// kube-apiserver v1.33 starts with the chart's audit policy and webhook kubeconfig, and
 /// records what the rules need (bodies of pod and CoreDNS writes) and nothing more (no
 /// Secret, token or application ConfigMap content). The chart reads its generated

@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use riposte::detection::pipeline::{self, BASELINE_CONFIG_MAP};
+use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte::metrics::ReasonLabels;
 use riposte_crds::{Alert, Phase, ResponseAction};
@@ -658,7 +659,12 @@ fn event(audit_id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_authenticates_bounds_its_input_and_reports_drops() {
-    let local = LocalAuditWebhook::bind_with(4096, Some("s3cret-token".into()), None).await.expect("binds");
+    let local = LocalAuditWebhook::bind_with(
+        4096,
+        Credentials { token: Some("s3cret-token".into()), ..Credentials::default() },
+    )
+    .await
+    .expect("binds");
     let target = local.target.clone();
     // Room for three events, and nothing evaluating them.
     let (server, _receiver, metrics) =

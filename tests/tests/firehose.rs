@@ -10,6 +10,7 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::ListParams;
 use riposte::detection::pipeline;
+use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte_crds::Alert;
 use riposte_e2e::{AUDIT_QUEUE, Env, detection_settings, eventually, repo_path, serve_audit_webhook};
@@ -39,9 +40,12 @@ fn deliver(url: &str, ca: &Path, body: &[u8], access_key: &str) -> (u16, serde_j
 async fn a_firehose_delivery_of_eks_audit_logs_raises_its_alerts_and_gets_firehoses_answer() {
     let env = Env::start().await;
     env.namespace("riposte-system").await;
-    let local = LocalAuditWebhook::bind_with(1 << 20, Some("unused-token".into()), Some(ACCESS_KEY.into()))
-        .await
-        .expect("the webhook binds");
+    let local = LocalAuditWebhook::bind_with(
+        1 << 20,
+        Credentials { token: Some("unused-token".into()), firehose_access_key: Some(ACCESS_KEY.into()), pubsub: None },
+    )
+    .await
+    .expect("the webhook binds");
     let url = local.target.url.replace("/audit", "/firehose");
     let dir = std::env::temp_dir().join(format!("riposte-firehose-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use riposte::detection::runtime::{self, PodIndex, RuntimeSettings};
+use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte::metrics::{DetectionMetrics, SensorLabels};
 use riposte_crds::{Alert, Severity};
@@ -62,7 +63,12 @@ async fn falco_alerts_become_alerts_on_the_pod_they_name() {
         .await
         .expect("status reported");
 
-    let local = LocalAuditWebhook::bind_with(1 << 20, Some("sidekick-token".into()), None).await.expect("binds");
+    let local = LocalAuditWebhook::bind_with(
+        1 << 20,
+        Credentials { token: Some("sidekick-token".into()), ..Credentials::default() },
+    )
+    .await
+    .expect("binds");
     let target = local.target.clone();
     let (server, _audit, _audit_metrics, inputs) = serve_webhooks(local.webhook, AUDIT_QUEUE);
     let pods = Arc::new(RwLock::new(PodIndex::default()));

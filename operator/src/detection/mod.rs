@@ -2,12 +2,15 @@
 //!
 //! The rules live in `riposte-detect` (pure, no Kubernetes client). Here:
 //! - this module turns a rule's [`Finding`] into the `Alert` object to create (pure);
-//! - [`webhook`]: the HTTPS endpoint kube-apiserver's audit webhook backend posts to;
+//! - [`webhook`]: the HTTPS endpoint kube-apiserver's audit webhook backend posts to (and
+//!   Falco, Firehose for EKS, Pub/Sub push for GKE);
+//! - [`event_hubs`]: AKS audit logs read from Event Hubs as a Kafka consumer group;
 //! - [`pipeline`]: the bounded queue between them, the engine, the configuration scan and
 //!   the persisted service-account baseline, and the writes of Alerts;
 //! - [`offline`]: the same rules over an audit log file (`riposte detect --audit-log`).
 
 pub mod cluster;
+pub mod event_hubs;
 pub mod node;
 pub mod offline;
 pub mod pipeline;

@@ -31,7 +31,7 @@ use super::{
     AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, detected_at, exposure_key, service_write_namespace,
 };
 use crate::error::{Error, Result};
-use crate::metrics::{DetectionMetrics, ReasonLabels, TypeLabels};
+use crate::metrics::{DetectionMetrics, InputLabels, ReasonLabels, TypeLabels};
 
 /// The ConfigMap, in the operator's namespace, that keeps the service-account baseline.
 pub const BASELINE_CONFIG_MAP: &str = "riposte-detection-baseline";
@@ -77,6 +77,8 @@ pub enum Offer {
     Accepted,
     /// The queue was full: the batch was dropped, counted and reported.
     Dropped,
+    /// The queue was full: the batch was not taken, and its sender delivers it again.
+    Deferred,
 }
 
 /// How much the queue may hold, in events and in the bytes of the bodies they came in (a
@@ -128,8 +130,33 @@ pub fn queue(limits: QueueLimits, metrics: DetectionMetrics) -> (Queue, Receiver
 
 impl Queue {
     /// Queues a batch of `bytes` if there is room for it; an empty queue takes any batch,
-    /// so that a batch larger than the limits is not dropped forever.
+    /// so that a batch larger than the limits is not dropped forever. A batch that does not
+    /// fit is dropped, counted and reported: for senders that do not keep what they sent
+    /// (the apiserver's webhook backend).
     pub fn offer(&self, events: Vec<Event>, bytes: usize, received: Instant) -> Offer {
+        let count = events.len();
+        if self.send(events, bytes, received) {
+            return Offer::Accepted;
+        }
+        self.metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).inc_by(count as u64);
+        self.report_drop(count as u64);
+        Offer::Dropped
+    }
+
+    /// As [`Queue::offer`], for senders that keep what the queue could not take and deliver
+    /// it again (Firehose, Pub/Sub, an Event Hubs consumer's uncommitted records): nothing
+    /// is dropped, the refusal is counted by input.
+    pub fn offer_or_defer(&self, input: &str, events: Vec<Event>, bytes: usize, received: Instant) -> Offer {
+        let count = events.len();
+        if self.send(events, bytes, received) {
+            return Offer::Accepted;
+        }
+        self.metrics.events_deferred.get_or_create(&InputLabels { input: input.to_owned() }).inc_by(count as u64);
+        Offer::Deferred
+    }
+
+    /// Reserves room for the batch and sends it to the rules; false when it does not fit.
+    fn send(&self, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
         let count = events.len();
         let reserved = {
             let mut queued = lock(&self.queued);
@@ -146,14 +173,12 @@ impl Queue {
         if reserved {
             if self.sender.send(Batch { events, bytes, received }).is_ok() {
                 self.metrics.events_received.inc_by(count as u64);
-                return Offer::Accepted;
+                return true;
             }
             // The rules' task is gone (the process is stopping): give the room back.
             release(&self.queued, &self.metrics, count, bytes);
         }
-        self.metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).inc_by(count as u64);
-        self.report_drop(count as u64);
-        Offer::Dropped
+        false
     }
 
     /// Drops are logged, at most every [`DROP_REPORT_INTERVAL`], with how many there were.
@@ -685,5 +710,16 @@ mod tests {
         let (queue, _receiver) = queue(LIMITS, metrics);
         assert_eq!(queue.offer(events(50), 5000, Instant::now()), Offer::Accepted);
         assert_eq!(queue.offer(events(1), 10, Instant::now()), Offer::Dropped);
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_delivers_again_is_deferred_not_dropped() {
+        let metrics = DetectionMetrics::register(&mut Registry::default());
+        let (queue, _receiver) = queue(LIMITS, metrics.clone());
+        assert_eq!(queue.offer_or_defer("event_hubs", events(10), 100, Instant::now()), Offer::Accepted);
+        assert_eq!(queue.offer_or_defer("event_hubs", events(3), 10, Instant::now()), Offer::Deferred);
+        assert_eq!(metrics.events_deferred.get_or_create(&InputLabels { input: "event_hubs".into() }).get(), 3);
+        assert_eq!(metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).get(), 0);
+        assert_eq!(metrics.events_received.get(), 10);
     }
 }

@@ -32,11 +32,13 @@ use tracing::{debug, info, warn};
 
 use riposte_detect::envelope;
 use riposte_detect::runtime::falco;
+use riposte_streams::ErrorKind;
+use riposte_streams::oidc;
 
 use super::pipeline::{Offer, Queue};
 use super::runtime::{self, Inlet};
 use crate::error::{Error, Result};
-use crate::metrics::{CodeLabels, DetectionMetrics};
+use crate::metrics::{CodeLabels, DetectionMetrics, InputLabels};
 
 /// The path the apiserver's webhook kubeconfig points at.
 pub const PATH: &str = "/audit";
@@ -50,6 +52,10 @@ pub const FALCOSIDEKICK_PATH: &str = "/falcosidekick";
 /// the access key it is configured with, in `X-Amz-Firehose-Access-Key`.
 pub const FIREHOSE_PATH: &str = "/firehose";
 const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
+/// Where a Pub/Sub push subscription delivers: GKE audit log entries that a log sink routes
+/// to a topic. Each request carries an OIDC token Google signed for the subscription's
+/// service account.
+pub const PUBSUB_PATH: &str = "/pubsub";
 /// The most of an unauthenticated request's body read before answering 401.
 const UNAUTHENTICATED_BODY_DRAINED: usize = 64 * 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -63,11 +69,30 @@ pub struct WebhookSettings {
     pub tls_key: PathBuf,
     /// Clients presenting a certificate signed by this CA are accepted.
     pub client_ca: Option<PathBuf>,
+    pub credentials: Credentials,
+    pub max_body_bytes: usize,
+}
+
+/// Whom the webhook accepts beside clients certified by the client CA.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
     /// Clients sending `Authorization: Bearer <token>` with this token are accepted.
     pub token: Option<String>,
     /// Serve [`FIREHOSE_PATH`] to a Firehose stream configured with this access key.
     pub firehose_access_key: Option<String>,
-    pub max_body_bytes: usize,
+    /// Serve [`PUBSUB_PATH`] to a Pub/Sub push subscription.
+    pub pubsub: Option<PubSubPush>,
+}
+
+/// What a Pub/Sub push request's token must say (Google's "Authenticate push
+/// subscriptions"), and where Google's signing keys are.
+#[derive(Clone, Debug)]
+pub struct PubSubPush {
+    /// The token's `aud`: the subscription's audience (by default its push endpoint's URL).
+    pub audience: String,
+    /// The token's `email`: the service account the subscription pushes as.
+    pub service_account: String,
+    pub jwks: oidc::JwksSettings,
 }
 
 impl WebhookSettings {
@@ -89,6 +114,7 @@ pub struct Webhook {
     acceptor: TlsAcceptor,
     token: Option<Arc<str>>,
     firehose_access_key: Option<Arc<str>>,
+    pubsub: Option<Arc<oidc::Verifier>>,
     max_body_bytes: usize,
 }
 
@@ -105,6 +131,7 @@ struct Shared {
     runtime: Inlet,
     token: Option<Arc<str>>,
     firehose_access_key: Option<Arc<str>>,
+    pubsub: Option<Arc<oidc::Verifier>>,
     metrics: DetectionMetrics,
 }
 
@@ -112,7 +139,8 @@ impl Webhook {
     /// Loads the certificates and binds the address. Fails with a message naming the file
     /// or the setting at fault.
     pub async fn bind(settings: &WebhookSettings) -> Result<Webhook> {
-        if settings.client_ca.is_none() && settings.token.is_none() {
+        let credentials = &settings.credentials;
+        if settings.client_ca.is_none() && credentials.token.is_none() {
             return Err(Error::Webhook(
                 "the audit webhook needs a way to authenticate the apiserver: a client CA (--audit-webhook-client-ca) \
                  or a bearer token (--audit-webhook-token-file)"
@@ -120,14 +148,24 @@ impl Webhook {
             ));
         }
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(settings)?));
+        let pubsub = match &credentials.pubsub {
+            Some(push) => {
+                let expected = oidc::Expected::new(&push.audience, &push.service_account);
+                let verifier = oidc::Verifier::new(expected, push.jwks.clone())
+                    .map_err(|e| Error::Webhook(format!("the Pub/Sub push verification cannot be set up: {e}")))?;
+                Some(Arc::new(verifier))
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| Error::Webhook(format!("cannot listen on {}: {e}", settings.addr)))?;
         Ok(Webhook {
             listener,
             acceptor,
-            token: settings.token.as_deref().map(Arc::from),
-            firehose_access_key: settings.firehose_access_key.as_deref().map(Arc::from),
+            token: credentials.token.as_deref().map(Arc::from),
+            firehose_access_key: credentials.firehose_access_key.as_deref().map(Arc::from),
+            pubsub,
             max_body_bytes: settings.max_body_bytes,
         })
     }
@@ -141,9 +179,23 @@ impl Webhook {
     /// `runtime`.
     pub async fn serve(self, queue: Queue, runtime: Inlet, metrics: DetectionMetrics) -> Result<()> {
         let addr = self.local_addr()?;
-        info!(%addr, audit = PATH, falco = FALCO_PATH, falcosidekick = FALCOSIDEKICK_PATH, "serving the webhooks over HTTPS");
-        let shared =
-            Shared { queue, runtime, token: self.token, firehose_access_key: self.firehose_access_key, metrics };
+        info!(
+            %addr,
+            audit = PATH,
+            falco = FALCO_PATH,
+            falcosidekick = FALCOSIDEKICK_PATH,
+            firehose = self.firehose_access_key.is_some(),
+            pubsub = self.pubsub.is_some(),
+            "serving the webhooks over HTTPS"
+        );
+        let shared = Shared {
+            queue,
+            runtime,
+            token: self.token,
+            firehose_access_key: self.firehose_access_key,
+            pubsub: self.pubsub,
+            metrics,
+        };
         let app = router(shared, self.max_body_bytes);
         loop {
             let (tcp, remote) = match self.listener.accept().await {
@@ -191,6 +243,7 @@ fn router(shared: Shared, max_body_bytes: usize) -> Router {
         .route(FALCO_PATH, post(receive_falco))
         .route(FALCOSIDEKICK_PATH, post(receive_falco))
         .route(FIREHOSE_PATH, post(receive_firehose))
+        .route(PUBSUB_PATH, post(receive_pubsub))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .layer(middleware::map_response_with_state(shared.clone(), count_response))
@@ -243,10 +296,36 @@ fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// Lets through a verified client certificate or the bearer token, and on the Firehose
-/// path only Firehose's access key; anything else is 401, and its body is never parsed.
+/// Lets through a verified client certificate or the bearer token; on the Firehose path
+/// only Firehose's access key, and on the Pub/Sub path only a push token Google signed for
+/// the subscription. Anything else is 401, and its body is never parsed.
 async fn authenticate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let allowed = if request.uri().path() == FIREHOSE_PATH {
+    let path = request.uri().path();
+    let (pubsub_path, firehose_path) = (path == PUBSUB_PATH, path == FIREHOSE_PATH);
+    let allowed = if pubsub_path {
+        match &shared.pubsub {
+            Some(verifier) => {
+                let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                match verifier.verify_authorization(authorization).await {
+                    Ok(identity) => {
+                        debug!(email = %identity.email, "a Pub/Sub push request authenticated");
+                        true
+                    }
+                    Err(e) if e.kind() == ErrorKind::Transient => {
+                        // Google's keys could not be fetched: Pub/Sub retries a 503.
+                        warn!("a Pub/Sub push request could not be verified: {e}");
+                        let _ = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_DRAINED).await;
+                        return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
+                    }
+                    Err(e) => {
+                        warn!("a Pub/Sub push request was refused: {e}");
+                        false
+                    }
+                }
+            }
+            None => false,
+        }
+    } else if firehose_path {
         let presented = request.headers().get(FIREHOSE_ACCESS_KEY).and_then(|v| v.to_str().ok());
         matches!((&shared.firehose_access_key, presented),
             (Some(expected), Some(presented)) if constant_time_eq(expected.as_bytes(), presented.as_bytes()))
@@ -270,6 +349,43 @@ async fn authenticate(State(shared): State<Shared>, request: Request, next: Next
         "present a client certificate signed by the configured CA, or the bearer token\n",
     )
         .into_response()
+}
+
+/// A Pub/Sub push request: one message, whose data is a GKE audit LogEntry (a log sink's
+/// export). Pub/Sub redelivers anything not answered 2xx: a full queue is 503 (delivered
+/// again later); a LogEntry of another service is acknowledged and skipped; a body that is
+/// not a push request is 400 (it would come again: a dead-letter topic on the subscription
+/// ends that, docs/managed-clusters.md).
+async fn receive_pubsub(State(shared): State<Shared>, body: Bytes) -> Response {
+    let received = Instant::now();
+    let unwrapped = match envelope::unwrap_as(envelope::Format::PubSubPush, &body) {
+        Ok(unwrapped) => unwrapped,
+        Err(e) => {
+            shared.metrics.records_rejected.get_or_create(&InputLabels { input: "pubsub".into() }).inc();
+            warn!("a Pub/Sub push request was refused: {e}");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    if !unwrapped.malformed.is_empty() {
+        let problems: Vec<String> = unwrapped.malformed.iter().map(ToString::to_string).collect();
+        shared
+            .metrics
+            .records_rejected
+            .get_or_create(&InputLabels { input: "pubsub".into() })
+            .inc_by(problems.len() as u64);
+        warn!(rejected = problems.len(), "a Pub/Sub message held no readable audit event: {}", problems.join("; "));
+    }
+    let (accepted, skipped, rejected) = (unwrapped.events.len(), unwrapped.skipped.len(), unwrapped.malformed.len());
+    match shared.queue.offer_or_defer("pubsub", unwrapped.events, body.len(), received) {
+        Offer::Accepted => {
+            let answer = serde_json::json!({ "accepted": accepted, "skipped": skipped, "rejected": rejected });
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        Offer::Dropped | Offer::Deferred => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Riposte's detection queue is full; deliver again later\n")
+                .into_response()
+        }
+    }
 }
 
 async fn count_response(State(shared): State<Shared>, response: Response) -> Response {
@@ -297,7 +413,7 @@ async fn receive(State(shared): State<Shared>, body: Bytes) -> Response {
     let count = events.len();
     match shared.queue.offer(events, body.len(), received) {
         Offer::Accepted => (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": count }))).into_response(),
-        Offer::Dropped => {
+        Offer::Dropped | Offer::Deferred => {
             (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": 0, "dropped": count }))).into_response()
         }
     }
@@ -336,11 +452,16 @@ async fn receive_firehose(State(shared): State<Shared>, body: Bytes) -> Response
         }
     }
     if !problems.is_empty() {
+        shared
+            .metrics
+            .records_rejected
+            .get_or_create(&InputLabels { input: "firehose".into() })
+            .inc_by(problems.len() as u64);
         warn!(request_id = %delivery.request_id, rejected = problems.len(), "Firehose records were not audit events: {}", problems.join("; "));
     }
-    match shared.queue.offer(events, body.len(), received) {
+    match shared.queue.offer_or_defer("firehose", events, body.len(), received) {
         Offer::Accepted => answer(StatusCode::OK, &delivery.request_id, None),
-        Offer::Dropped => answer(
+        Offer::Dropped | Offer::Deferred => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             &delivery.request_id,
             Some("Riposte's detection queue is full; deliver again later"),

@@ -38,12 +38,18 @@ impl Consumer {
     /// creates an AKS diagnostic setting's hub when it first writes): it is logged, and
     /// its records are read once it appears.
     pub async fn start(settings: Settings) -> Result<Consumer, Error> {
+        Consumer::start_counting(settings, Metrics::default()).await
+    }
+
+    /// As [`Consumer::start`], counting into `metrics` (clones share their counters): a
+    /// caller that registers its metrics once, before consumers come and go, keeps one.
+    pub async fn start_counting(settings: Settings, metrics: Metrics) -> Result<Consumer, Error> {
         let mut config = ClientConfig::new();
         for (key, value) in client_properties(&settings)? {
             config.set(key, value);
         }
         let consumer: StreamConsumer<Context> =
-            config.create_with_context(Context::new(Metrics::default())).map_err(Error::CreateConsumer)?;
+            config.create_with_context(Context::new(metrics)).map_err(Error::CreateConsumer)?;
         let consumer = Consumer {
             consumer: Arc::new(consumer),
             brokers: settings.brokers.clone(),

@@ -107,6 +107,43 @@ impl KafkaBroker {
         }
     }
 
+    /// A topic with `partitions` partitions (one of its own for each test).
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.plaintext)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for result in results {
+            result.map_err(|(topic, error)| format!("creating {topic}: {error}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `(partition, value)` records with keys `key-<i>`, in order.
+    pub async fn produce(&self, topic: &str, records: &[(i32, String)]) -> Result<(), String> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.plaintext)
+            .create()
+            .map_err(|e| e.to_string())?;
+        for (i, (partition, value)) in records.iter().enumerate() {
+            let key = format!("key-{i}");
+            producer
+                .send(FutureRecord::to(topic).partition(*partition).key(&key).payload(value), Duration::from_secs(30))
+                .await
+                .map_err(|(error, _)| format!("producing to {topic}/{partition}: {error}"))?;
+        }
+        Ok(())
+    }
+
     /// The end of the broker's log and its standard error, for failure messages.
     pub fn log_tail(&self) -> String {
         let mut tail = String::new();
