@@ -60,6 +60,12 @@ pub fn service_write_exposures(event: &audit::Event, cluster: &dyn ClusterView, 
     rules::exposure::service_write(event, cluster, config)
 }
 
+/// The exposure findings (K8S_Exposed*) of a Service as the cluster holds it, against
+/// `cluster`: what the configuration scan finds, for a caller that watches Services.
+pub fn service_exposures(service: &Service, cluster: &dyn ClusterView, config: &Config) -> Vec<Finding> {
+    rules::exposure::evaluate_service(service, cluster, config)
+}
+
 /// The workload rules (K8S_PrivilegedContainer, K8S_SensitiveMount, K8S_KubeSystemContainer,
 /// K8S_MaliciousContainerImage) over an object as the cluster holds it: a pod or a workload
 /// as JSON, with its `kind`, from a watch rather than an audit event. Other kinds have none.

@@ -651,10 +651,11 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     Api::<Service>::all(operator.clone()).list(&ListParams::default()).await.expect("Services can be listed");
     Api::<Deployment>::all(operator.clone()).list(&ListParams::default()).await.expect("Deployments can be listed");
     Api::<Pod>::all(operator.clone()).list(&ListParams::default()).await.expect("pods can be listed");
-    // ...and the cluster watch (the second source) watches pods and workloads; it never
-    // watches Services nor reads one object it was not given, and reads no ConfigMap but
-    // its own kill switch and baseline.
+    // ...and the cluster watch (the second source) watches pods, workloads and Services; it
+    // never reads one object it was not given, and reads no ConfigMap but its own kill
+    // switch and baseline.
     assert!(can(&operator, "watch", "", "pods", None, None).await, "pods are watched");
+    assert!(can(&operator, "watch", "", "services", None, None).await, "Services are watched");
     assert!(can(&operator, "watch", "apps", "deployments", None, None).await, "workloads are watched");
     assert!(can(&operator, "watch", "batch", "cronjobs", None, None).await, "workloads are watched");
     let coredns = Api::<ConfigMap>::namespaced(operator.clone(), "kube-system").get("coredns").await;
@@ -662,7 +663,6 @@ async fn the_operator_works_with_the_charts_rbac_and_cannot_read_secrets() {
     let configmaps = Api::<ConfigMap>::all(operator.clone()).list(&ListParams::default()).await;
     assert!(matches!(configmaps, Err(kube::Error::Api(ref e)) if e.code == 403), "{configmaps:?}");
     for (verb, group, resource, namespace, name) in [
-        ("watch", "", "services", None, None),
         ("get", "", "services", Some("shop"), Some("web")),
         ("get", "apps", "deployments", Some("shop"), Some("web")),
         ("watch", "", "configmaps", Some("kube-system"), None),

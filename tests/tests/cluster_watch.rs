@@ -10,6 +10,8 @@
 //!   that no audit event reported is raised as Riposte.AuditLoss.
 //! - Every workload kind, and the pods that kube-controller-manager makes from them: exactly
 //!   one Alert each once both sources are folded.
+//! - A Service made reachable from outside with no audit event at all: the exposure is
+//!   raised from the watch of the Services, and the configuration scan does not raise it again.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -119,6 +121,58 @@ async fn a_pod_whose_audit_events_were_lost_is_raised_by_the_watch_and_the_loss_
         "the pod's audit event was not lost after all"
     );
     println!("audit lost: the watch raised the pod in {raised_in:?}, the loss reported after the {grace:?} grace");
+}
+
+#[tokio::test]
+async fn an_exposure_no_audit_event_reported_is_raised_from_the_watch_of_the_services() {
+    // Every batch is larger than this: the apiserver's audit events never arrive.
+    let mut env = Env::with_audit_webhook_and(Options::default(), 64).await;
+    let mut settings = detection_settings(riposte_detect::Config::default(), Duration::ZERO);
+    // A scan at start (before the Service exists) and the next one after the watch's.
+    let scan_interval = Duration::from_secs(12);
+    settings.scan_interval = scan_interval;
+    env.start_detection_with_cluster_watch(env.client.clone(), settings, Duration::ZERO);
+    let started = Instant::now();
+    ok(env.kubectl(&["create", "namespace", "kubernetes-dashboard"]));
+    let dashboard = ["-n", "kubernetes-dashboard"];
+    ok(env.kubectl(
+        &[
+            &dashboard[..],
+            &["create", "deployment", "kubernetes-dashboard", "--image=kubernetesui/dashboard:v2.7.0", "--port=8443"],
+        ]
+        .concat(),
+    ));
+    // Reachable only inside the cluster: nothing to raise.
+    ok(env.kubectl(
+        &[&dashboard[..], &["expose", "deployment", "kubernetes-dashboard", "--port=443", "--target-port=8443"]]
+            .concat(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alerts(&env.client).await.iter().all(|a| a.spec.alert_type.0 != "K8S_ExposedDashboard"));
+
+    let exposed = Instant::now();
+    ok(env.kubectl(
+        &[&dashboard[..], &["patch", "service", "kubernetes-dashboard", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]]
+            .concat(),
+    ));
+    let alert = eventually("the exposed dashboard", || async {
+        alerts(&env.client).await.into_iter().find(|a| a.spec.alert_type.0 == "K8S_ExposedDashboard")
+    })
+    .await;
+    let raised_in = exposed.elapsed();
+    assert!(started.elapsed() < scan_interval, "the Alert came after the second scan began: it may be the scan's");
+    assert_eq!(alert.spec.source.as_deref(), Some(CLUSTER_SOURCE));
+    assert_eq!(alert.spec.entities.namespace.as_deref(), Some("kubernetes-dashboard"));
+    let metrics = env.audit.as_ref().expect("audited").metrics.clone();
+    assert_eq!(metrics.events_received.get(), 0, "no audit event arrived: the watch alone saw it");
+
+    // The scan that follows sees it open: nothing new.
+    tokio::time::sleep((started + scan_interval + Duration::from_secs(3)).saturating_duration_since(Instant::now()))
+        .await;
+    let exposures =
+        alerts(&env.client).await.into_iter().filter(|a| a.spec.alert_type.0.starts_with("K8S_Exposed")).count();
+    assert_eq!(exposures, 1);
+    println!("exposure raised {raised_in:?} after the Service's change, with no audit event");
 }
 
 /// kube-controller-manager with the workload controllers only, on the API-only plane: it

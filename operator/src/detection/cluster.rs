@@ -19,6 +19,11 @@
 //!
 //! The watch also tells audit coverage ([`AuditCoverage`]) about each creation it sees, and
 //! raises `Riposte.AuditLoss` for the creations no audit event reported.
+//!
+//! Services are watched too: a Service changed to be reachable from outside is checked at
+//! once against the workloads it selects (the exposure rules, K8S_Exposed*), as the
+//! configuration scan would check it, under the same name, so that the scan does not raise
+//! it again. The Services that existed before the watch began are the scan's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -42,7 +47,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::alert_for;
-use super::pipeline::{AlertWriter, lock};
+use super::pipeline::{AlertWriter, lock, workloads_around};
 use crate::metrics::{DetectionMetrics, ResourceLabels, TypeLabels};
 
 /// `spec.source` of the Alerts raised from the cluster's objects.
@@ -347,6 +352,7 @@ pub async fn run(
         tokio::spawn(watch::<Job>(client.clone(), sender.clone())),
         tokio::spawn(watch::<ReplicaSet>(client.clone(), sender.clone())),
         tokio::spawn(watch::<Pod>(client.clone(), sender)),
+        tokio::spawn(watch_exposures(client.clone(), settings.clone(), metrics.clone())),
     ];
     let mut watcher = ClusterWatch {
         writer: AlertWriter::new(client, settings.namespace.clone(), metrics.clone()),
@@ -373,6 +379,61 @@ pub async fn run(
     }
     for watch in watches {
         watch.abort();
+    }
+}
+
+/// Checks every Service that a change made reachable from outside against the workloads of
+/// its namespace, as it changes. The first listing is left to the configuration scan, which
+/// runs at start.
+async fn watch_exposures(client: Client, settings: ClusterSettings, metrics: DetectionMetrics) {
+    let writer = AlertWriter::new(client.clone(), settings.namespace.clone(), metrics.clone());
+    let mut checked: HashMap<String, u64> = HashMap::new();
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let mut services = std::pin::pin!(services);
+    while let Some(event) = services.next().await {
+        let service = match event {
+            Ok(watcher::Event::Apply(service)) => service,
+            Ok(watcher::Event::Delete(service)) => {
+                checked.remove(&service.uid().unwrap_or_default());
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                warn!(resource = "services", "cluster watch: the watch failed, retrying: {e}");
+                continue;
+            }
+        };
+        let received = Instant::now();
+        let (Some(uid), Some(spec)) = (service.uid(), service.spec.as_ref()) else { continue };
+        // Only a change of the spec can change what the Service exposes (not its status:
+        // a load balancer's address arriving).
+        let fingerprint = hash_of(&serde_json::to_string(spec).unwrap_or_default());
+        if checked.insert(uid.clone(), fingerprint) == Some(fingerprint) {
+            continue;
+        }
+        let namespace = service.namespace().unwrap_or_default();
+        let parsed = match serde_json::to_string(&service)
+            .map_err(|e| e.to_string())
+            .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()))
+        {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                warn!(%namespace, service = service.name_any(), "cluster watch: {e}");
+                continue;
+            }
+        };
+        if !riposte_detect::service_may_expose(&parsed, &settings.config) {
+            continue;
+        }
+        let cluster = workloads_around(&client, &namespace, &settings.config.exposure.kubeflow_namespace).await;
+        // Named as the configuration scan names what it finds in this version of the Service.
+        let occurrence = format!("scan/{uid}/{}", service.resource_version().unwrap_or_default());
+        let now = Time(jiff::Timestamp::now());
+        for finding in riposte_detect::service_exposures(&parsed, &cluster, &settings.config) {
+            metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();
+            let alert = alert_for(&finding, &occurrence, now.clone(), CLUSTER_SOURCE, &settings.namespace);
+            writer.create(alert, received).await;
+        }
     }
 }
 

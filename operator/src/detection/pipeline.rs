@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
+use super::cluster::CLUSTER_SOURCE;
 use super::{
     AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, detected_at, exposure_key, service_write_namespace,
 };
@@ -450,7 +451,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The pods and workloads of `namespace` and of Kubeflow's namespace (which one exposure
 /// rule asks about). A namespace that cannot be listed is left out, and logged: its
 /// exposures are found by the next scan.
-async fn workloads_around(client: &Client, namespace: &str, kubeflow: &str) -> Workloads {
+pub(super) async fn workloads_around(client: &Client, namespace: &str, kubeflow: &str) -> Workloads {
     let mut workloads = Workloads::default();
     for ns in [namespace, kubeflow] {
         if workloads.0.contains_key(ns) {
@@ -470,7 +471,7 @@ async fn workloads_around(client: &Client, namespace: &str, kubeflow: &str) -> W
 }
 
 async fn open_alerts(client: &Client, namespace: &str) -> Result<Vec<Alert>> {
-    let selector = format!("{SOURCE_LABEL} in ({AUDIT_SOURCE},{SCAN_SOURCE})");
+    let selector = format!("{SOURCE_LABEL} in ({AUDIT_SOURCE},{SCAN_SOURCE},{CLUSTER_SOURCE})");
     let alerts =
         Api::<Alert>::namespaced(client.clone(), namespace).list(&ListParams::default().labels(&selector)).await?;
     Ok(alerts.items.into_iter().filter(|a| a.spec.state.is_open()).collect())
@@ -478,7 +479,7 @@ async fn open_alerts(client: &Client, namespace: &str) -> Result<Vec<Alert>> {
 
 /// The pods and workloads of some namespaces.
 #[derive(Default)]
-struct Workloads(BTreeMap<String, Vec<Workload>>);
+pub(super) struct Workloads(BTreeMap<String, Vec<Workload>>);
 
 impl ClusterView for Workloads {
     fn workloads(&self, namespace: &str) -> Vec<&Workload> {
