@@ -9,17 +9,17 @@
 
 # Any image with cargo (Rust >= the workspace's rust-version), a C compiler (ring builds
 # some C and assembly), clang with libbpf's headers (the node sensor's BPF programs are
-# compiled from source), and make, pkg-config and OpenSSL's headers (librdkafka, for the
-# Event Hubs consumer, is built from source and linked statically); installed below when the
-# image lacks them. The default is the official Rust image; a machine that
+# compiled from source), and make, pkg-config, OpenSSL's headers and a C++ compiler
+# (librdkafka, for the Event Hubs consumer, is built from source and linked statically; its
+# configure requires c++); installed below when the image lacks them. The default is the official Rust image; a machine that
 # cannot reach a registry passes a local one (tests/src/node/riposte_image.rs does).
 ARG BUILDER_IMAGE=docker.io/library/rust:1.95-bookworm
 
 FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
 RUN (command -v clang-19 && test -e /usr/include/bpf/bpf_helpers.h && command -v make && command -v pkg-config \
-        && test -e /usr/include/openssl/ssl.h) >/dev/null \
-    || (apt-get update && apt-get install -y --no-install-recommends clang-19 libbpf-dev make pkg-config libssl-dev \
+        && command -v c++ && test -e /usr/include/openssl/ssl.h) >/dev/null \
+    || (apt-get update && apt-get install -y --no-install-recommends clang-19 libbpf-dev make pkg-config libssl-dev g++ \
         && rm -rf /var/lib/apt/lists/*)
 COPY . .
 # crt-static links glibc statically (the binary runs on the empty base); --target keeps the

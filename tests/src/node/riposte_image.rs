@@ -25,9 +25,10 @@ use super::images::{self, Image};
 
 /// What the builder image is made of beside the Debian image, the toolchain and the CA
 /// bundle (clang and libbpf's headers compile the node sensor's BPF programs; make,
-/// pkg-config and OpenSSL's headers and static libraries build librdkafka, the Event Hubs
-/// consumer); change it to make a new builder.
-const BUILDER_PACKAGES: &str = "gcc libc6-dev clang-19 libbpf-dev make pkg-config libssl-dev";
+/// pkg-config, OpenSSL's headers and static libraries, and a C++ compiler, which
+/// librdkafka's configure requires even for its C library, build the Event Hubs consumer);
+/// change it to make a new builder.
+const BUILDER_PACKAGES: &str = "gcc g++ libc6-dev clang-19 libbpf-dev make pkg-config libssl-dev";
 
 fn buildah_dir() -> PathBuf {
     riposte::local::cache_dir().join("buildah")
