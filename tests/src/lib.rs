@@ -600,6 +600,34 @@ where
     }
 }
 
+/// POSTs `body` over TLS to `url` with curl, trusting `ca` and adding `args` (headers, a
+/// client certificate); returns (HTTP code, body). The body is written beside `ca`. A
+/// transport error (no HTTP answer at all) is retried: on a loaded machine curl can still be
+/// sending when the server answers early and closes.
+pub fn post_with_curl(url: &str, ca: &Path, body: &[u8], args: &[&str]) -> (u16, String) {
+    let file = ca.parent().expect("the CA is in a directory").join("body");
+    std::fs::write(&file, body).unwrap();
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+            .arg(ca)
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse::<u16>() {
+            Ok(code) if code != 0 => return (code, body.to_owned()),
+            _ => failures.push(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    }
+    panic!("curl got no answer from {url}: {failures:?}")
+}
+
 /// A path inside the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").join(relative)

@@ -16,7 +16,7 @@ use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte::metrics::ReasonLabels;
 use riposte_crds::{Alert, Phase, ResponseAction};
-use riposte_e2e::{Env, default_guardrails, detection_settings, eventually, serve_audit_webhook};
+use riposte_e2e::{Env, default_guardrails, detection_settings, eventually, post_with_curl, serve_audit_webhook};
 use serde_json::json;
 
 const SOURCE_LABEL: &str = "riposte.dev/source";
@@ -616,37 +616,6 @@ async fn the_service_account_baseline_learns_reports_and_survives_a_restart() {
     assert_eq!(rare.len(), 2, "namespaces and pods were known after the restart: {rare:?}");
 }
 
-/// Posts `body` to the webhook with curl; returns (HTTP code, body).
-fn post(
-    target: &riposte::local::AuditWebhookTarget,
-    dir: &std::path::Path,
-    body: &[u8],
-    auth: &[&str],
-) -> (u16, String) {
-    std::fs::write(dir.join("body"), body).unwrap();
-    // A transport error (no HTTP answer at all) is retried: on a loaded machine curl can
-    // still be sending when the server answers early and closes.
-    let mut failures = Vec::new();
-    for _ in 0..3 {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
-            .arg(dir.join("ca.crt"))
-            .args(["-H", "Content-Type: application/json", "--data-binary"])
-            .arg(format!("@{}", dir.join("body").display()))
-            .args(auth)
-            .arg(&target.url)
-            .output()
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        match code.trim().parse::<u16>() {
-            Ok(code) if code != 0 => return (code, body.to_owned()),
-            _ => failures.push(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
-        }
-    }
-    panic!("curl got no answer from the webhook: {failures:?}")
-}
-
 fn event(audit_id: &str) -> serde_json::Value {
     json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": audit_id,
@@ -673,38 +642,44 @@ async fn the_webhook_authenticates_bounds_its_input_and_reports_drops() {
     std::fs::create_dir_all(&dir).unwrap();
     let certificate = riposte_e2e::write_webhook_credentials(&target, &dir);
     let certificate: Vec<&str> = certificate.iter().map(String::as_str).collect();
+    let ca = dir.join("ca.crt");
     let list = |ids: &[&str]| {
         serde_json::to_vec(&json!({ "kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": ids.iter().map(|id| event(id)).collect::<Vec<_>>() }))
             .unwrap()
     };
 
-    let (code, body) = post(&target, &dir, &list(&["a"]), &[]);
+    let (code, body) = post_with_curl(&target.url, &ca, &list(&["a"]), &[]);
     assert_eq!(code, 401, "no credentials: {body}");
-    let (code, _) = post(&target, &dir, &list(&["a"]), &["-H", "Authorization: Bearer wrong-token"]);
+    let (code, _) = post_with_curl(&target.url, &ca, &list(&["a"]), &["-H", "Authorization: Bearer wrong-token"]);
     assert_eq!(code, 401, "a wrong token");
-    let (code, body) = post(
-        &target,
-        &dir,
+    let (code, body) = post_with_curl(
+        &target.url,
+        &ca,
         b"{\"kind\":\"EventList\",\"items\":[{\"verb\":",
         &["-H", "Authorization: Bearer s3cret-token"],
     );
     assert_eq!(code, 400);
     assert!(body.contains("not an audit.k8s.io/v1"), "{body}");
-    let (code, body) =
-        post(&target, &dir, br#"{"kind":"Pod","metadata":{}}"#, &["-H", "Authorization: Bearer s3cret-token"]);
+    let (code, body) = post_with_curl(
+        &target.url,
+        &ca,
+        br#"{"kind":"Pod","metadata":{}}"#,
+        &["-H", "Authorization: Bearer s3cret-token"],
+    );
     assert_eq!((code, body.trim()), (400, "the body is a Pod, not an audit.k8s.io/v1 EventList or Event"));
-    let (code, _) = post(&target, &dir, &vec![b' '; 5000], &["-H", "Authorization: Bearer s3cret-token"]);
+    let (code, _) = post_with_curl(&target.url, &ca, &vec![b' '; 5000], &["-H", "Authorization: Bearer s3cret-token"]);
     assert_eq!(code, 413, "over the body limit");
 
     // The apiserver's way: its client certificate, an EventList.
-    let (code, body) = post(&target, &dir, &list(&["a", "b"]), &certificate);
+    let (code, body) = post_with_curl(&target.url, &ca, &list(&["a", "b"]), &certificate);
     assert_eq!((code, body.as_str()), (200, r#"{"accepted":2}"#));
     // A log shipper's way: the token, JSON lines.
     let lines = format!("{}\n", event("c"));
-    let (code, body) = post(&target, &dir, lines.as_bytes(), &["-H", "Authorization: Bearer s3cret-token"]);
+    let (code, body) =
+        post_with_curl(&target.url, &ca, lines.as_bytes(), &["-H", "Authorization: Bearer s3cret-token"]);
     assert_eq!((code, body.as_str()), (200, r#"{"accepted":1}"#));
     // The queue is full: answered at once, dropped, counted.
-    let (code, body) = post(&target, &dir, &list(&["d", "e"]), &certificate);
+    let (code, body) = post_with_curl(&target.url, &ca, &list(&["d", "e"]), &certificate);
     assert_eq!((code, body.as_str()), (200, r#"{"accepted":0,"dropped":2}"#));
     assert_eq!(metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).get(), 2);
     assert_eq!(metrics.events_received.get(), 3);

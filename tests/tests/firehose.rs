@@ -13,26 +13,16 @@ use riposte::detection::pipeline;
 use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte_crds::Alert;
-use riposte_e2e::{AUDIT_QUEUE, Env, detection_settings, eventually, repo_path, serve_audit_webhook};
+use riposte_e2e::{AUDIT_QUEUE, Env, detection_settings, eventually, post_with_curl, repo_path, serve_audit_webhook};
 
 const ACCESS_KEY: &str = "firehose-access-key";
 
-/// Posts `body` to the webhook's `/firehose` with curl; returns (HTTP code, body).
+/// Delivers `body` to the webhook's `/firehose` as Firehose does (its protocol version and
+/// access key headers); returns (HTTP code, answer).
 fn deliver(url: &str, ca: &Path, body: &[u8], access_key: &str) -> (u16, serde_json::Value) {
-    let dir = ca.parent().expect("a directory");
-    std::fs::write(dir.join("delivery"), body).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
-        .arg(ca)
-        .args(["-H", "Content-Type: application/json", "-H", "X-Amz-Firehose-Protocol-Version: 1.0"])
-        .args(["-H", &format!("X-Amz-Firehose-Access-Key: {access_key}"), "--data-binary"])
-        .arg(format!("@{}", dir.join("delivery").display()))
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let key = format!("X-Amz-Firehose-Access-Key: {access_key}");
+    let (code, answer) = post_with_curl(url, ca, body, &["-H", "X-Amz-Firehose-Protocol-Version: 1.0", "-H", &key]);
+    (code, serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null))
 }
 
 // curl blocks its thread: the webhook serves on the other.

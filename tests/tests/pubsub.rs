@@ -20,24 +20,16 @@ use riposte::detection::webhook::{Credentials, PubSubPush};
 use riposte::local::LocalAuditWebhook;
 use riposte::metrics::InputLabels;
 use riposte_crds::Alert;
-use riposte_e2e::{AUDIT_QUEUE, Env, detection_settings, eventually, repo_path, serve_audit_webhook};
+use riposte_e2e::{AUDIT_QUEUE, Env, detection_settings, eventually, post_with_curl, repo_path, serve_audit_webhook};
 
 const AUDIT_TOKEN: &str = "the-audit-webhooks-token";
 
-/// Posts `body` to `url` with curl, with `Authorization: Bearer <token>` when given; returns
-/// (HTTP code, body).
+/// Pushes `body` to `url`, with `Authorization: Bearer <token>` when given; returns (HTTP
+/// code, body).
 fn push(url: &str, ca: &Path, body: &[u8], token: Option<&str>) -> (u16, String) {
-    let dir = ca.parent().expect("a directory");
-    std::fs::write(dir.join("push"), body).unwrap();
-    let mut curl = std::process::Command::new("curl");
-    curl.args(["-sS", "-w", "\n%{http_code}", "--cacert"]).arg(ca).args(["-H", "Content-Type: application/json"]);
-    if let Some(token) = token {
-        curl.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    let out = curl.arg("--data-binary").arg(format!("@{}", dir.join("push").display())).arg(url).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}"));
+    let args: Vec<&str> = authorization.iter().flat_map(|header| ["-H", header.as_str()]).collect();
+    post_with_curl(url, ca, body, &args)
 }
 
 /// A push request of one message whose data is `entry`.

@@ -13,28 +13,18 @@ use riposte::detection::webhook::Credentials;
 use riposte::local::LocalAuditWebhook;
 use riposte::metrics::{DetectionMetrics, SensorLabels};
 use riposte_crds::{Alert, Severity};
-use riposte_e2e::{AUDIT_QUEUE, Env, eventually, repo_path, serve_webhooks};
+use riposte_e2e::{AUDIT_QUEUE, Env, eventually, post_with_curl, repo_path, serve_webhooks};
 use serde_json::json;
 
 /// The container id the captured alerts carry (Falco's 12 characters), in full as the
 /// kubelet reports it.
 const CONTAINER_ID: &str = "03f5519566a284ea064b1e5e81ebfe4c0ffee0000000000000000000000000001";
 
-/// Posts `body` to `path` of the webhook with curl; returns (HTTP code, body).
+/// Posts a body to `url` as Falco does (its user agent), with `auth`; returns (HTTP code,
+/// body).
 fn post(url: &str, dir: &Path, body: &[u8], auth: &[&str]) -> (u16, String) {
-    std::fs::write(dir.join("body"), body).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
-        .arg(dir.join("ca.crt"))
-        .args(["-H", "Content-Type: application/json", "-H", "User-Agent: falcosecurity/falco", "--data-binary"])
-        .arg(format!("@{}", dir.join("body").display()))
-        .args(auth)
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let args = [&["-H", "User-Agent: falcosecurity/falco"][..], auth].concat();
+    post_with_curl(url, &dir.join("ca.crt"), body, &args)
 }
 
 fn evidence<'a>(alert: &'a Alert, name: &str) -> Option<&'a str> {

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::alert_for;
-use super::pipeline::{AlertWriter, lock, workloads_around};
+use super::pipeline::{AlertWriter, exposable, lock, workloads_around};
 use crate::metrics::{DetectionMetrics, ResourceLabels, TypeLabels};
 
 /// `spec.source` of the Alerts raised from the cluster's objects.
@@ -412,22 +412,15 @@ async fn watch_exposures(client: Client, settings: ClusterSettings, metrics: Det
             continue;
         }
         let namespace = service.namespace().unwrap_or_default();
-        let parsed = match serde_json::to_string(&service)
-            .map_err(|e| e.to_string())
-            .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()))
-        {
-            Ok(parsed) => parsed,
+        let (parsed, occurrence) = match exposable(&service, &settings.config) {
+            Ok(Some(exposable)) => exposable,
+            Ok(None) => continue,
             Err(e) => {
                 warn!(%namespace, service = service.name_any(), "cluster watch: {e}");
                 continue;
             }
         };
-        if !riposte_detect::service_may_expose(&parsed, &settings.config) {
-            continue;
-        }
         let cluster = workloads_around(&client, &namespace, &settings.config.exposure.kubeflow_namespace).await;
-        // Named as the configuration scan names what it finds in this version of the Service.
-        let occurrence = format!("scan/{uid}/{}", service.resource_version().unwrap_or_default());
         let now = Time(jiff::Timestamp::now());
         for finding in riposte_detect::service_exposures(&parsed, &cluster, &settings.config) {
             metrics.findings.get_or_create(&TypeLabels { r#type: finding.alert_type.to_owned() }).inc();

@@ -365,25 +365,11 @@ impl Detector {
         let mut by_namespace: BTreeMap<String, Vec<(riposte_detect::Service, String)>> = BTreeMap::new();
         for service in services {
             let namespace = service.namespace().unwrap_or_default();
-            let parsed = serde_json::to_string(&service)
-                .map_err(|e| e.to_string())
-                .and_then(|json| riposte_detect::Service::from_json(&json).map_err(|e| e.to_string()));
-            let parsed = match parsed {
-                Ok(parsed) => parsed,
-                Err(e) => {
-                    warn!(%namespace, service = service.name_any(), "configuration scan: {e}");
-                    continue;
-                }
-            };
-            if !riposte_detect::service_may_expose(&parsed, self.engine.config()) {
-                continue;
+            match exposable(&service, self.engine.config()) {
+                Ok(Some(exposable)) => by_namespace.entry(namespace).or_default().push(exposable),
+                Ok(None) => {}
+                Err(e) => warn!(%namespace, service = service.name_any(), "configuration scan: {e}"),
             }
-            let version = format!(
-                "scan/{}/{}",
-                service.metadata.uid.as_deref().unwrap_or_default(),
-                service.resource_version().unwrap_or_default()
-            );
-            by_namespace.entry(namespace).or_default().push((parsed, version));
         }
         lock(&self.recent_exposures).retain(|_, at| at.elapsed() < RECENT_EXPOSURE);
         let mut raised = 0;
@@ -442,6 +428,26 @@ impl Detector {
             }
         }
     }
+}
+
+/// A Service reachable from outside the cluster, as the rules read it, with the occurrence
+/// that names the Alerts found in this version of it (the same for the scan, the cluster
+/// watch and every replica); `None` for a Service reachable only inside.
+pub(super) fn exposable(
+    service: &Service,
+    config: &Config,
+) -> Result<Option<(riposte_detect::Service, String)>, String> {
+    let json = serde_json::to_string(service).map_err(|e| e.to_string())?;
+    let parsed = riposte_detect::Service::from_json(&json).map_err(|e| e.to_string())?;
+    if !riposte_detect::service_may_expose(&parsed, config) {
+        return Ok(None);
+    }
+    let occurrence = format!(
+        "scan/{}/{}",
+        service.metadata.uid.as_deref().unwrap_or_default(),
+        service.resource_version().unwrap_or_default()
+    );
+    Ok(Some((parsed, occurrence)))
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
