@@ -18,7 +18,7 @@ use riposte_streams::ErrorKind;
 use riposte_streams::kafka::{self, Consumer, Delivery, Record, Security, Sink};
 use tracing::{error, info, warn};
 
-use super::pipeline::{Offer, Queue};
+use super::pipeline::Queue;
 use crate::error::{Error, Result};
 use crate::metrics::{DetectionMetrics, InputLabels};
 
@@ -118,8 +118,8 @@ impl Sink for QueueSink {
         let received = Instant::now();
         let decoded = decode(batch);
         // Nothing to evaluate (other categories, unreadable records): taken at once.
-        let taken = decoded.events.is_empty()
-            || self.queue.offer_or_defer(INPUT, decoded.events, decoded.bytes, received) == Offer::Accepted;
+        let taken =
+            decoded.events.is_empty() || self.queue.offer_or_defer(INPUT, decoded.events, decoded.bytes, received);
         if !taken {
             return Delivery::Refused("the detection queue is full".into());
         }

@@ -78,8 +78,6 @@ pub enum Offer {
     Accepted,
     /// The queue was full: the batch was dropped, counted and reported.
     Dropped,
-    /// The queue was full: the batch was not taken, and its sender delivers it again.
-    Deferred,
 }
 
 /// How much the queue may hold, in events and in the bytes of the bodies they came in (a
@@ -146,14 +144,14 @@ impl Queue {
 
     /// As [`Queue::offer`], for senders that keep what the queue could not take and deliver
     /// it again (Firehose, Pub/Sub, an Event Hubs consumer's uncommitted records): nothing
-    /// is dropped, the refusal is counted by input.
-    pub fn offer_or_defer(&self, input: &str, events: Vec<Event>, bytes: usize, received: Instant) -> Offer {
+    /// is dropped, the refusal is counted by input. True when the batch was queued.
+    pub fn offer_or_defer(&self, input: &str, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
         let count = events.len();
-        if self.send(events, bytes, received) {
-            return Offer::Accepted;
+        let queued = self.send(events, bytes, received);
+        if !queued {
+            self.metrics.events_deferred.get_or_create(&InputLabels { input: input.to_owned() }).inc_by(count as u64);
         }
-        self.metrics.events_deferred.get_or_create(&InputLabels { input: input.to_owned() }).inc_by(count as u64);
-        Offer::Deferred
+        queued
     }
 
     /// Reserves room for the batch and sends it to the rules; false when it does not fit.
@@ -723,8 +721,8 @@ mod tests {
     async fn a_sender_that_delivers_again_is_deferred_not_dropped() {
         let metrics = DetectionMetrics::register(&mut Registry::default());
         let (queue, _receiver) = queue(LIMITS, metrics.clone());
-        assert_eq!(queue.offer_or_defer("event_hubs", events(10), 100, Instant::now()), Offer::Accepted);
-        assert_eq!(queue.offer_or_defer("event_hubs", events(3), 10, Instant::now()), Offer::Deferred);
+        assert!(queue.offer_or_defer("event_hubs", events(10), 100, Instant::now()), "queued");
+        assert!(!queue.offer_or_defer("event_hubs", events(3), 10, Instant::now()), "deferred");
         assert_eq!(metrics.events_deferred.get_or_create(&InputLabels { input: "event_hubs".into() }).get(), 3);
         assert_eq!(metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).get(), 0);
         assert_eq!(metrics.events_received.get(), 10);

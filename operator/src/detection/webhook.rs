@@ -376,16 +376,12 @@ async fn receive_pubsub(State(shared): State<Shared>, body: Bytes) -> Response {
         warn!(rejected = problems.len(), "a Pub/Sub message held no readable audit event: {}", problems.join("; "));
     }
     let (accepted, skipped, rejected) = (unwrapped.events.len(), unwrapped.skipped.len(), unwrapped.malformed.len());
-    match shared.queue.offer_or_defer("pubsub", unwrapped.events, body.len(), received) {
-        Offer::Accepted => {
-            let answer = serde_json::json!({ "accepted": accepted, "skipped": skipped, "rejected": rejected });
-            (StatusCode::OK, axum::Json(answer)).into_response()
-        }
-        Offer::Dropped | Offer::Deferred => {
-            (StatusCode::SERVICE_UNAVAILABLE, "Riposte's detection queue is full; deliver again later\n")
-                .into_response()
-        }
+    if !shared.queue.offer_or_defer("pubsub", unwrapped.events, body.len(), received) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Riposte's detection queue is full; deliver again later\n")
+            .into_response();
     }
+    let answer = serde_json::json!({ "accepted": accepted, "skipped": skipped, "rejected": rejected });
+    (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
 async fn count_response(State(shared): State<Shared>, response: Response) -> Response {
@@ -413,7 +409,7 @@ async fn receive(State(shared): State<Shared>, body: Bytes) -> Response {
     let count = events.len();
     match shared.queue.offer(events, body.len(), received) {
         Offer::Accepted => (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": count }))).into_response(),
-        Offer::Dropped | Offer::Deferred => {
+        Offer::Dropped => {
             (StatusCode::OK, axum::Json(serde_json::json!({ "accepted": 0, "dropped": count }))).into_response()
         }
     }
@@ -459,13 +455,14 @@ async fn receive_firehose(State(shared): State<Shared>, body: Bytes) -> Response
             .inc_by(problems.len() as u64);
         warn!(request_id = %delivery.request_id, rejected = problems.len(), "Firehose records were not audit events: {}", problems.join("; "));
     }
-    match shared.queue.offer_or_defer("firehose", events, body.len(), received) {
-        Offer::Accepted => answer(StatusCode::OK, &delivery.request_id, None),
-        Offer::Dropped | Offer::Deferred => answer(
+    if shared.queue.offer_or_defer("firehose", events, body.len(), received) {
+        answer(StatusCode::OK, &delivery.request_id, None)
+    } else {
+        answer(
             StatusCode::SERVICE_UNAVAILABLE,
             &delivery.request_id,
             Some("Riposte's detection queue is full; deliver again later"),
-        ),
+        )
     }
 }
 
