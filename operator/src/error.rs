@@ -33,6 +33,9 @@ pub enum Error {
 
     #[error("detection: {0}")]
     Detection(String),
+
+    #[error("hunting: {0}")]
+    Hunting(String),
 }
 
 impl Error {
@@ -49,6 +52,7 @@ impl Error {
             Error::LostLeadership(_) => "lost_leadership",
             Error::Webhook(_) => "webhook",
             Error::Detection(_) => "detection",
+            Error::Hunting(_) => "hunting",
         }
     }
 }

@@ -12,12 +12,14 @@ pub mod error;
 pub mod evidence;
 pub mod guard;
 pub mod http;
+pub mod hunting;
 pub mod isolation;
 pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod status;
+pub mod tls;
 pub mod triage;
 
 pub use error::{Error, Result};

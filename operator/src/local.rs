@@ -143,6 +143,43 @@ impl LocalAuditWebhook {
     }
 }
 
+/// The hunting API of a local control plane (and of the suites): on a free loopback port,
+/// with a serving certificate of a throwaway CA, which clients are given.
+pub struct LocalHuntingApi {
+    pub server: crate::hunting::server::HuntingServer,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    pub ca_pem: String,
+}
+
+impl LocalHuntingApi {
+    pub async fn bind(limits: riposte_hunt::query::Limits) -> Result<LocalHuntingApi> {
+        let ca = TestCa::new("riposte-local-hunting-ca")?;
+        let (cert, key) = ca.issue(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            "riposte-hunting",
+            None,
+        )?;
+        let dir = std::env::temp_dir().join(format!("riposte-hunting-{}-{}", std::process::id(), unique_suffix()));
+        std::fs::create_dir_all(&dir).map_err(io("create the hunting API's directory"))?;
+        for (name, content) in [("tls.crt", &cert), ("tls.key", &key)] {
+            std::fs::write(dir.join(name), content).map_err(io("write the hunting API's certificate"))?;
+        }
+        let settings = crate::hunting::server::ServerSettings {
+            addr: "127.0.0.1:0".parse().expect("a valid address"),
+            tls_cert: dir.join("tls.crt"),
+            tls_key: dir.join("tls.key"),
+            limits,
+        };
+        let bound = crate::hunting::server::HuntingServer::bind(&settings).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let server = bound?;
+        let url = format!("https://{}", server.local_addr()?);
+        Ok(LocalHuntingApi { server, url, ca_pem: ca.pem })
+    }
+}
+
 /// A throwaway certificate authority for the local control plane's certificates.
 struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,

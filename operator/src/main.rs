@@ -22,9 +22,14 @@ use riposte::detection::runtime::{self, RuntimeSettings};
 use riposte::detection::webhook::{Credentials, PubSubPush, Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::leader;
-use riposte::local::{self, LocalAuditWebhook, LocalControlPlane};
+use riposte::local::{self, LocalAuditWebhook, LocalControlPlane, LocalHuntingApi};
 use riposte::metrics::{DetectionMetrics, Metrics, RuntimeMetrics};
+use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
+use riposte::hunting::{self, HuntingSink};
 use riposte_detect::coverage::AuditCoverage;
+use riposte_hunt::query::TrinoTables;
+use riposte_hunt::store::{Store, StoreSettings};
+use riposte_hunt::trino::{TrinoClient, TrinoSettings};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -105,6 +110,7 @@ async fn sense(args: SensorArgs) -> riposte::Result<()> {
         ebpf: !args.no_ebpf,
         tetragon_export: args.tetragon_export,
         forget_isolated_connections: !args.keep_isolated_connections,
+        hunting: riposte::hunting::HuntingSink::default(),
     };
     tokio::select! {
         sensed = riposte::detection::node::run(client, settings, detection_metrics, runtime_metrics, terminated()) => sensed,
@@ -223,6 +229,8 @@ struct RunArgs {
     event_hubs: EventHubsArgs,
     #[command(flatten)]
     detection: DetectionArgs,
+    #[command(flatten)]
+    hunting: HuntingArgs,
     /// How often the existing Services are scanned for exposures (K8S_Exposed*); also once
     /// at start.
     #[arg(long, default_value_t = 600, env = "RIPOSTE_CONFIG_SCAN_INTERVAL_SECONDS")]
@@ -331,6 +339,102 @@ impl EventHubsArgs {
             ca_file: self.event_hubs_ca_file.clone(),
         };
         settings.kafka().map(Some)
+    }
+}
+
+/// Hunting: every evaluated event kept, and searched through an HTTPS API (docs/hunting.md).
+#[derive(clap::Args)]
+struct HuntingArgs {
+    /// Keep every evaluated event (audit, process), and a row per change of the Alerts and
+    /// ResponseActions, in the embedded hunting store under this directory (the operator's
+    /// persistent volume). With a local control plane and no directory, a temporary one.
+    #[arg(long, env = "RIPOSTE_HUNTING_DIR")]
+    hunting_dir: Option<PathBuf>,
+    /// Partitions whose hour ended longer ago are deleted.
+    #[arg(long, default_value_t = 30, env = "RIPOSTE_HUNTING_RETENTION_DAYS")]
+    hunting_retention_days: u64,
+    /// The store's files are kept under this size: the oldest partitions are deleted first.
+    #[arg(long, default_value_t = 50, env = "RIPOSTE_HUNTING_MAX_GIB")]
+    hunting_max_gib: u64,
+    /// Names this process's files (letters, digits, '-'); by default the pod's name.
+    #[arg(long, env = "RIPOSTE_HUNTING_WRITER")]
+    hunting_writer: Option<String>,
+    /// The cluster's name, in every row's ClusterName.
+    #[arg(long, default_value = "", env = "RIPOSTE_CLUSTER_NAME")]
+    cluster_name: String,
+    /// Serve the hunting API (HTTPS: POST /v1/hunt, /v1/go-hunt) at this address. With a
+    /// local control plane and no address, on a free loopback port.
+    #[arg(long, env = "RIPOSTE_HUNTING_ADDR", requires_all = ["hunting_tls_cert", "hunting_tls_key"])]
+    hunting_addr: Option<SocketAddr>,
+    /// The hunting API's serving certificate (PEM, with its chain).
+    #[arg(long, env = "RIPOSTE_HUNTING_TLS_CERT", requires = "hunting_addr")]
+    hunting_tls_cert: Option<PathBuf>,
+    /// The hunting API's private key (PEM).
+    #[arg(long, env = "RIPOSTE_HUNTING_TLS_KEY", requires = "hunting_addr")]
+    hunting_tls_key: Option<PathBuf>,
+    /// Send hunts to this Trino coordinator (http:// or https://), which reads the store's
+    /// layout with its Hive connector, instead of running them in the operator.
+    #[arg(long, env = "RIPOSTE_HUNTING_TRINO_ENDPOINT")]
+    hunting_trino_endpoint: Option<String>,
+    #[arg(long, default_value = "riposte", env = "RIPOSTE_HUNTING_TRINO_USER")]
+    hunting_trino_user: String,
+    #[arg(long, default_value = "hive", env = "RIPOSTE_HUNTING_TRINO_CATALOG")]
+    hunting_trino_catalog: String,
+    #[arg(long, default_value = "riposte", env = "RIPOSTE_HUNTING_TRINO_SCHEMA")]
+    hunting_trino_schema: String,
+    /// A PEM file of CAs to trust for the Trino coordinator's certificate.
+    #[arg(long, env = "RIPOSTE_HUNTING_TRINO_CA_FILE")]
+    hunting_trino_ca_file: Option<PathBuf>,
+    /// The most rows a hunt returns.
+    #[arg(long, default_value_t = 30_000, env = "RIPOSTE_HUNTING_MAX_ROWS")]
+    hunting_max_rows: usize,
+    /// A hunt running longer is cancelled.
+    #[arg(long, default_value_t = 600, env = "RIPOSTE_HUNTING_TIMEOUT_SECONDS")]
+    hunting_timeout_seconds: u64,
+    /// The memory a hunt may use in the operator; past it, the hunt fails with an error.
+    #[arg(long, default_value_t = 512, env = "RIPOSTE_HUNTING_MEMORY_MIB")]
+    hunting_memory_mib: usize,
+}
+
+impl HuntingArgs {
+    fn limits(&self) -> riposte_hunt::query::Limits {
+        riposte_hunt::query::Limits {
+            max_rows: self.hunting_max_rows,
+            timeout: Duration::from_secs(self.hunting_timeout_seconds),
+            memory_bytes: self.hunting_memory_mib << 20,
+            ..riposte_hunt::query::Limits::default()
+        }
+    }
+
+    /// The store, opened, when a directory is configured (or given for a local control plane).
+    fn open_store(&self, directory: Option<PathBuf>, pod_name: Option<&str>) -> riposte::Result<Option<Store>> {
+        let Some(root) = self.hunting_dir.clone().or(directory) else { return Ok(None) };
+        let writer = self.hunting_writer.clone().or_else(|| pod_name.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
+        let mut settings = StoreSettings::new(root, writer);
+        settings.retention = Duration::from_secs(self.hunting_retention_days * 86_400);
+        settings.max_bytes = self.hunting_max_gib << 30;
+        Store::open(settings).map(Some).map_err(|e| riposte::Error::Hunting(e.to_string()))
+    }
+
+    fn backend(&self, store: Option<&Store>) -> riposte::Result<Backend> {
+        if let Some(endpoint) = &self.hunting_trino_endpoint {
+            let client = TrinoClient::new(TrinoSettings {
+                endpoint: endpoint.clone(),
+                user: self.hunting_trino_user.clone(),
+                catalog: self.hunting_trino_catalog.clone(),
+                schema: self.hunting_trino_schema.clone(),
+                ca_file: self.hunting_trino_ca_file.clone(),
+            })
+            .map_err(|e| riposte::Error::Hunting(e.to_string()))?;
+            let tables = TrinoTables { catalog: self.hunting_trino_catalog.clone(), schema: self.hunting_trino_schema.clone() };
+            return Ok(Backend::Trino(Arc::new(client), tables));
+        }
+        match store {
+            Some(store) => Ok(Backend::Local(store.clone())),
+            None => Err(riposte::Error::Hunting(
+                "the hunting API needs events to hunt: a store (--hunting-dir) or Trino (--hunting-trino-endpoint)".into(),
+            )),
+        }
     }
 }
 
@@ -447,6 +551,19 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let detection = args.detection.config()?;
     let event_hubs = args.event_hubs.settings()?;
     let mut webhook = args.audit_webhook.bind().await?;
+    let mut hunting_api = match (&args.hunting.hunting_addr, &args.hunting.hunting_tls_cert, &args.hunting.hunting_tls_key) {
+        (Some(addr), Some(tls_cert), Some(tls_key)) => Some(
+            HuntingServer::bind(&ServerSettings {
+                addr: *addr,
+                tls_cert: tls_cert.clone(),
+                tls_key: tls_key.clone(),
+                limits: args.hunting.limits(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
+    let mut local_hunting_dir = None;
     let (client, _local) = match (args.local, Client::try_default().await) {
         (false, Ok(client)) => (client, None),
         (local, not_needed_or_failed) => {
@@ -460,9 +577,39 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             };
             let target = local_webhook.as_ref().map(|l| l.target.clone());
             webhook = webhook.or(local_webhook.map(|l| l.webhook));
-            start_local(&namespace, target).await?
+            let local_hunting = match hunting_api {
+                Some(_) => None,
+                None => Some(LocalHuntingApi::bind(args.hunting.limits()).await?),
+            };
+            let hunting_ca = std::env::temp_dir().join(format!("riposte-local-hunting-{}.crt", std::process::id()));
+            let hunting_url = match local_hunting {
+                Some(local_hunting) => {
+                    std::fs::write(&hunting_ca, &local_hunting.ca_pem)
+                        .map_err(|e| riposte::Error::Hunting(format!("cannot write {}: {e}", hunting_ca.display())))?;
+                    hunting_api = Some(local_hunting.server);
+                    Some(local_hunting.url)
+                }
+                None => None,
+            };
+            local_hunting_dir = Some(std::env::temp_dir().join(format!("riposte-local-hunting-{}", std::process::id())));
+            let started = start_local(&namespace, target).await?;
+            if let Some(url) = hunting_url {
+                println!(
+                    "Every event is kept for hunting (as the local admin):\n\n  \
+                     kubectl riposte hunt --url {url} --ca-file {} --since 1h \\\n    \
+                     'CloudAuditEvents | where OperationName == \"create\" | project Timestamp, UserName, ResourceId'\n",
+                    hunting_ca.display()
+                );
+            }
+            started
         }
     };
+    let hunting_store = args.hunting.open_store(local_hunting_dir, args.pod_name.as_deref())?;
+    let hunting_sink = match &hunting_store {
+        Some(store) => HuntingSink::new(store.clone(), &args.hunting.cluster_name),
+        None => HuntingSink::default(),
+    };
+    let hunting_backend = hunting_api.as_ref().map(|_| args.hunting.backend(hunting_store.as_ref())).transpose()?;
     let mut protected: BTreeSet<String> = args.protected_namespaces.into_iter().filter(|n| !n.is_empty()).collect();
     protected.extend(args.pod_namespace.clone());
     let guardrails =
@@ -490,8 +637,12 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         counters.register(&mut registry);
         (settings, counters)
     });
-    let runtime_settings =
-        RuntimeSettings { config: detection.runtime.clone(), namespace: settings.namespace.clone(), node: None };
+    let runtime_settings = RuntimeSettings {
+        config: detection.runtime.clone(),
+        namespace: settings.namespace.clone(),
+        node: None,
+        hunting: hunting_sink.clone(),
+    };
     let cluster_settings = (!args.no_cluster_watch)
         .then(|| ClusterSettings { config: detection.clone(), namespace: settings.namespace.clone() });
     let audit_loss_grace = (args.audit_loss_grace_seconds > 0 && webhook.is_some())
@@ -505,6 +656,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             scan_interval: Duration::from_secs(args.config_scan_interval_seconds),
             namespace: settings.namespace.clone(),
             baseline_save_interval: Duration::from_secs(30),
+            hunting: hunting_sink.clone(),
         },
         QueueLimits { events: args.audit_webhook.audit_queue_events, bytes: args.audit_webhook.audit_queue_bytes },
         event_hubs,
@@ -514,6 +666,17 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         detection_metrics,
         runtime_metrics,
     );
+    let stored = hunting_store.map(|store| {
+        tokio::spawn(hunting::record_objects(client.clone(), hunting_sink.clone()));
+        tokio::spawn(store.run(terminated()))
+    });
+    let hunting_client = client.clone();
+    let hunted = async move {
+        match (hunting_api, hunting_backend) {
+            (Some(api), Some(backend)) => api.serve(hunting_client, backend).await,
+            _ => std::future::pending().await,
+        }
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { controller: "riposte".into(), instance: args.pod_name.clone() };
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready.clone());
@@ -536,9 +699,10 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         }
     };
     tokio::pin!(operated);
-    tokio::select! {
+    let result = tokio::select! {
         operated = &mut operated => operated,
         served = server => served,
+        hunted = hunted => hunted,
         detected = detected => match detected {
             // Detection stops on SIGTERM, its baseline saved. The controllers stop on the same
             // signal, after which a leader releases its Lease, so that a standby takes over at
@@ -546,8 +710,16 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             Ok(()) => tokio::time::timeout(LEASE_RELEASE_GRACE, &mut operated).await.unwrap_or(Ok(())),
             Err(e) => Err(e),
         },
+    };
+    // The hunting store commits what it holds on the same signal.
+    if let Some(stored) = stored {
+        let _ = tokio::time::timeout(HUNTING_FLUSH_GRACE, stored).await;
     }
+    result
 }
+
+/// How long a stopping operator waits for the hunting store to commit its rows in memory.
+const HUNTING_FLUSH_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a stopping replica waits for its controllers to stop and its Lease to be released.
 const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(5);

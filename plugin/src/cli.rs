@@ -70,6 +70,76 @@ pub enum Command {
     Show(ShowArgs),
     /// The cluster-wide kill switch of automated responses, and the ResponsePolicies.
     Automation(AutomationArgs),
+    /// Advanced hunting: a SQL or KQL query over every process and audit event kept
+    /// (CloudProcessEvents, CloudAuditEvents, RiposteAlerts, RiposteActions).
+    Hunt(HuntArgs),
+    /// Every event of an alert's pod, image, user and source address within an hour of it,
+    /// newest first: the API calls and what ran inside, as one timeline.
+    GoHunt(GoHuntArgs),
+}
+
+/// Where the hunting API is, and who you are to it.
+#[derive(Args, Debug)]
+pub struct HuntingEndpoint {
+    /// The hunting API's address, such as https://riposte-hunting.example:8443 (the chart's
+    /// NOTES say how to reach it).
+    #[arg(long, env = "RIPOSTE_HUNT_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// The CA that signed the hunting API's certificate (PEM), when not a public one.
+    #[arg(long, env = "RIPOSTE_HUNT_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// A bearer token to present instead of the kubeconfig's credentials (for users who
+    /// authenticate with a client certificate: `kubectl create token`).
+    #[arg(long, env = "RIPOSTE_HUNT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How to print the rows: a table, JSON (the whole result), or CSV.
+    #[arg(long = "format", value_enum, default_value_t = HuntFormat::Table)]
+    pub format: HuntFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HuntFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HuntLanguage {
+    Sql,
+    Kql,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("text").required(true).args(["query", "file"])))]
+pub struct HuntArgs {
+    /// The query: SQL (SELECT ... or WITH ...) or KQL (a table, then `| operator ...`).
+    pub query: Option<String>,
+    /// Read the query from this file (`-` for standard input).
+    #[arg(short = 'f', long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// The query's language; by default told from its first word.
+    #[arg(long, value_enum)]
+    pub language: Option<HuntLanguage>,
+    /// Hunt over this much time back from now (or from --to), such as 1h or 7d; at most 30d.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration, conflicts_with = "from")]
+    pub since: Duration,
+    /// The window's start instead, as RFC 3339 (2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// The window's end, as RFC 3339; by default now.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub endpoint: HuntingEndpoint,
+}
+
+#[derive(Args, Debug)]
+pub struct GoHuntArgs {
+    /// The Alert's name, in the namespace (-n).
+    pub alert: String,
+    #[command(flatten)]
+    pub endpoint: HuntingEndpoint,
 }
 
 /// What every requested action may carry.

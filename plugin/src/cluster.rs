@@ -12,6 +12,8 @@ use crate::error::Error;
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
+    /// The kubeconfig's settings: the hunting API is reached with its credentials.
+    pub config: Config,
 }
 
 impl Cluster {
@@ -33,8 +35,8 @@ impl Cluster {
             },
         };
         let namespace = global.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(Error::Client)?;
-        Ok(Cluster { client, namespace })
+        let client = Client::try_from(config.clone()).map_err(Error::Client)?;
+        Ok(Cluster { client, namespace, config })
     }
 
     pub fn api<K>(&self) -> Api<K>

@@ -47,6 +47,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Alerts(args) => alerts(&cluster, output, args).await,
         Command::Show(args) => show(&cluster, output, args).await,
         Command::Automation(args) => automation(&cluster, output, args).await,
+        Command::Hunt(args) => crate::hunt::hunt(&cluster, args).await,
+        Command::GoHunt(args) => crate::hunt::go_hunt(&cluster, args).await,
     }
 }
 

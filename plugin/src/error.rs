@@ -72,6 +72,9 @@ pub enum Error {
 
     #[error("cannot print the output: {0}")]
     Output(String),
+
+    #[error("hunt: {0}")]
+    Hunt(String),
 }
 
 fn list_hint(kind: &str, namespace: &str) -> String {

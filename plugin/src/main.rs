@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod error;
 mod filter;
+mod hunt;
 mod objects;
 mod render;
 mod table;

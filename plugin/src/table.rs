@@ -25,18 +25,27 @@ pub const NONE: &str = "<none>";
 /// Left-aligned columns three spaces apart, as kubectl prints them; cells longer than their
 /// column's limit end in "…". Lines carry no trailing spaces.
 pub fn render(columns: &[Column], rows: &[Vec<String>]) -> String {
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let limits: Vec<Option<usize>> = columns.iter().map(|c| c.max).collect();
+    render_limited(&headers, &limits, rows)
+}
+
+/// As [`render`], for columns known only at run time (a hunt's), none of them cut short.
+pub fn render_headed(headers: &[&str], rows: &[Vec<String>]) -> String {
+    render_limited(headers, &vec![None; headers.len()], rows)
+}
+
+fn render_limited(headers: &[&str], limits: &[Option<usize>], rows: &[Vec<String>]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| columns.iter().zip(row).map(|(column, cell)| truncate(&one_line(cell), column.max)).collect())
+        .map(|row| limits.iter().zip(row).map(|(max, cell)| truncate(&one_line(cell), *max)).collect())
         .collect();
-    let widths: Vec<usize> = columns
+    let widths: Vec<usize> = headers
         .iter()
         .enumerate()
-        .map(|(i, column)| {
-            cells.iter().map(|row| row[i].chars().count()).chain([column.header.chars().count()]).max().unwrap_or(0)
-        })
+        .map(|(i, header)| cells.iter().map(|row| row[i].chars().count()).chain([header.chars().count()]).max().unwrap_or(0))
         .collect();
-    let header: Vec<String> = columns.iter().map(|c| c.header.to_owned()).collect();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
     std::iter::once(&header)
         .chain(&cells)
         .map(|row| {

@@ -43,6 +43,7 @@ async fn main() {
             ebpf: true,
             tetragon_export: None,
             forget_isolated_connections: true,
+            hunting: riposte::hunting::HuntingSink::default(),
         };
         let client = cluster.client.clone();
         let sensor = tokio::spawn(async move {

@@ -115,6 +115,7 @@ pub fn detection_settings(config: riposte_detect::Config, learning: Duration) ->
         scan_interval: Duration::from_secs(3600),
         namespace: "riposte-system".into(),
         baseline_save_interval: Duration::from_secs(1),
+        hunting: riposte::hunting::HuntingSink::default(),
     }
 }
 

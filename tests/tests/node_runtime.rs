@@ -53,6 +53,7 @@ async fn sensor(cluster: &Cluster, config: RuntimeConfig) -> NodeSensor {
         ebpf: true,
         tetragon_export: None,
         forget_isolated_connections: true,
+        hunting: riposte::hunting::HuntingSink::default(),
     };
     let mut registry = Default::default();
     let metrics = DetectionMetrics::register(&mut registry);

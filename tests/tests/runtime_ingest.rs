@@ -67,6 +67,7 @@ async fn falco_alerts_become_alerts_on_the_pod_they_name() {
         config: riposte_detect::runtime::RuntimeConfig::default(),
         namespace: "riposte-system".into(),
         node: None,
+        hunting: riposte::hunting::HuntingSink::default(),
     };
     let detection = DetectionMetrics::register(&mut Default::default());
     let runtime_metrics = inputs.metrics.clone();

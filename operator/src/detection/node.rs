@@ -43,6 +43,8 @@ pub struct NodeSettings {
     /// connection tracking forgets them; needs the node's network namespace and
     /// CAP_NET_ADMIN).
     pub forget_isolated_connections: bool,
+    /// Where the node's evaluated events are kept for hunting.
+    pub hunting: crate::hunting::HuntingSink,
 }
 
 /// Runs the sources and the rules until `stop` completes.
@@ -80,8 +82,14 @@ pub async fn run(
         tasks.0.push(tokio::task::spawn_blocking(move || follow_tetragon(follower, &inlet)));
     }
     drop(inlet);
-    let runtime_settings =
-        RuntimeSettings { config: settings.config, namespace: settings.namespace, node: Some(settings.node) };
+    // The node's events are evaluated here; they reach the hunting store when the sensor
+    // runs inside the operator (docs/hunting.md says what a DaemonSet's sensor keeps).
+    let runtime_settings = RuntimeSettings {
+        config: settings.config,
+        namespace: settings.namespace,
+        node: Some(settings.node),
+        hunting: settings.hunting,
+    };
     runtime::run(client, runtime_settings, pods, receiver, metrics, runtime_metrics, stop).await;
     drop(tasks);
     Ok(())

@@ -32,6 +32,7 @@ use super::{
     AUDIT_SOURCE, ExposureKey, SCAN_SOURCE, SOURCE_LABEL, alert_for, detected_at, exposure_key, service_write_namespace,
 };
 use crate::error::{Error, Result};
+use crate::hunting::HuntingSink;
 use crate::metrics::{DetectionMetrics, InputLabels, ReasonLabels, TypeLabels};
 
 /// The ConfigMap, in the operator's namespace, that keeps the service-account baseline.
@@ -47,6 +48,8 @@ const ALERT_WRITE_ATTEMPTS: u32 = 4;
 /// How long an exposure raised by this process is not raised again by a scan, whatever
 /// the state of its Alert: longer than an Alert takes to be written and listed.
 const RECENT_EXPOSURE: Duration = Duration::from_secs(120);
+/// The input label of the apiserver's audit webhook.
+pub const WEBHOOK_INPUT: &str = "webhook";
 /// How often the queue reports drops, at most.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -62,11 +65,15 @@ pub struct DetectionSettings {
     pub namespace: String,
     /// How often a changed baseline is saved (also when stopping).
     pub baseline_save_interval: Duration,
+    /// Where every evaluated event is kept for hunting.
+    pub hunting: HuntingSink,
 }
 
 /// Audit events received together, waiting for the rules.
 pub struct Batch {
     pub events: Vec<Event>,
+    /// Which input delivered them (`webhook`, `firehose`, ...), as the metrics label it.
+    pub input: &'static str,
     /// The size of the body they came in: what they hold in memory, near enough.
     pub bytes: usize,
     pub received: Instant,
@@ -134,7 +141,7 @@ impl Queue {
     /// (the apiserver's webhook backend).
     pub fn offer(&self, events: Vec<Event>, bytes: usize, received: Instant) -> Offer {
         let count = events.len();
-        if self.send(events, bytes, received) {
+        if self.send(WEBHOOK_INPUT, events, bytes, received) {
             return Offer::Accepted;
         }
         self.metrics.events_dropped.get_or_create(&ReasonLabels { reason: "queue_full".into() }).inc_by(count as u64);
@@ -145,9 +152,9 @@ impl Queue {
     /// As [`Queue::offer`], for senders that keep what the queue could not take and deliver
     /// it again (Firehose, Pub/Sub, an Event Hubs consumer's uncommitted records): nothing
     /// is dropped, the refusal is counted by input. True when the batch was queued.
-    pub fn offer_or_defer(&self, input: &str, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
+    pub fn offer_or_defer(&self, input: &'static str, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
         let count = events.len();
-        let queued = self.send(events, bytes, received);
+        let queued = self.send(input, events, bytes, received);
         if !queued {
             self.metrics.events_deferred.get_or_create(&InputLabels { input: input.to_owned() }).inc_by(count as u64);
         }
@@ -155,7 +162,7 @@ impl Queue {
     }
 
     /// Reserves room for the batch and sends it to the rules; false when it does not fit.
-    fn send(&self, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
+    fn send(&self, input: &'static str, events: Vec<Event>, bytes: usize, received: Instant) -> bool {
         let count = events.len();
         let reserved = {
             let mut queued = lock(&self.queued);
@@ -170,7 +177,7 @@ impl Queue {
             fits
         };
         if reserved {
-            if self.sender.send(Batch { events, bytes, received }).is_ok() {
+            if self.sender.send(Batch { events, input, bytes, received }).is_ok() {
                 self.metrics.events_received.inc_by(count as u64);
                 return true;
             }
@@ -314,6 +321,7 @@ impl Detector {
             }
         }
         self.metrics.events_evaluated.inc_by(batch.events.len() as u64);
+        self.settings.hunting.audit(&batch.events, batch.input);
         for alert in alerts.into_values() {
             self.writer.create(alert, batch.received).await;
         }

@@ -147,6 +147,8 @@ pub struct RuntimeSettings {
     /// The node whose pods attribute the events (the sensor's); `None`: every node (the
     /// operator, receiving Falco from all of them).
     pub node: Option<String>,
+    /// Where every evaluated event is kept for hunting.
+    pub hunting: crate::hunting::HuntingSink,
 }
 
 /// The containers of the pods, by container id and pod UID.
@@ -391,6 +393,7 @@ impl Detector {
             }
         };
         let event = input.event();
+        self.settings.hunting.process(event);
         self.runtime_metrics
             .events_evaluated
             .get_or_create(&SensorLabels { sensor: event.sensor.as_str().to_owned() })

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,14 +20,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use riposte_detect::envelope;
@@ -38,6 +32,7 @@ use riposte_streams::oidc;
 use super::pipeline::{Offer, Queue};
 use super::runtime::{self, Inlet};
 use crate::error::{Error, Result};
+use crate::tls::Peer;
 use crate::metrics::{CodeLabels, DetectionMetrics, InputLabels};
 
 /// The path the apiserver's webhook kubeconfig points at.
@@ -58,8 +53,6 @@ const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
 pub const PUBSUB_PATH: &str = "/pubsub";
 /// The most of an unauthenticated request's body read before answering 401.
 const UNAUTHENTICATED_BODY_DRAINED: usize = 64 * 1024;
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the webhook is served and whom it accepts.
 #[derive(Clone, Debug)]
@@ -116,13 +109,6 @@ pub struct Webhook {
     firehose_access_key: Option<Arc<str>>,
     pubsub: Option<Arc<oidc::Verifier>>,
     max_body_bytes: usize,
-}
-
-/// Who is on the other end of a connection, as its TLS handshake established.
-#[derive(Clone, Copy, Debug)]
-struct Peer {
-    /// A client certificate was presented and verified against the client CA.
-    certified: bool,
 }
 
 #[derive(Clone)]
@@ -197,43 +183,8 @@ impl Webhook {
             metrics,
         };
         let app = router(shared, self.max_body_bytes);
-        loop {
-            let (tcp, remote) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    warn!("audit webhook: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = self.acceptor.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        debug!(%remote, "audit webhook: TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%remote, "audit webhook: TLS handshake timed out");
-                        return;
-                    }
-                };
-                let peer = Peer { certified: tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) };
-                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(peer);
-                    app.clone().oneshot(request.map(axum::body::Body::new))
-                });
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
-                    debug!(%remote, "audit webhook: connection ended with an error: {e}");
-                }
-            });
-        }
+        crate::tls::serve(self.listener, self.acceptor, app, "audit webhook").await;
+        Ok(())
     }
 }
 
@@ -251,49 +202,7 @@ fn router(shared: Shared, max_body_bytes: usize) -> Router {
 }
 
 fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.tls_cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| Error::Webhook(format!("cannot read the certificate {}: {e}", settings.tls_cert.display())))?;
-    if certificates.is_empty() {
-        return Err(Error::Webhook(format!("{} holds no PEM certificate", settings.tls_cert.display())));
-    }
-    let key = PrivateKeyDer::from_pem_file(&settings.tls_key)
-        .map_err(|e| Error::Webhook(format!("cannot read the private key {}: {e}", settings.tls_key.display())))?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Webhook(format!("TLS: {e}")))?;
-    let builder = match &settings.client_ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| Error::Webhook(format!("cannot read the client CA {}: {e}", ca.display())))?
-            {
-                let certificate = certificate
-                    .map_err(|e| Error::Webhook(format!("cannot read the client CA {}: {e}", ca.display())))?;
-                roots
-                    .add(certificate)
-                    .map_err(|e| Error::Webhook(format!("the client CA {} is not usable: {e}", ca.display())))?;
-            }
-            // A client without a certificate may still present a bearer token; one with a
-            // certificate that does not verify fails the handshake.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| Error::Webhook(format!("the client CA {} is not usable: {e}", ca.display())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(certificates, key).map_err(|e| {
-        Error::Webhook(format!(
-            "the key {} does not suit the certificate {}: {e}",
-            settings.tls_key.display(),
-            settings.tls_cert.display()
-        ))
-    })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    crate::tls::server_config(&settings.tls_cert, &settings.tls_key, settings.client_ca.as_deref()).map_err(Error::Webhook)
 }
 
 /// Lets through a verified client certificate or the bearer token; on the Firehose path

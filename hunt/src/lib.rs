@@ -1,0 +1,16 @@
+//! Riposte's hunting store: every audit and process event kept as Hive-partitioned Parquet and
+//! searched with SQL or KQL, on Apache DataFusion in the operator or on Trino.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod functions;
+pub mod go_hunt;
+pub mod kql;
+pub mod partition;
+pub mod query;
+pub mod record;
+pub mod schema;
+pub mod store;
+pub mod trino;
+
+pub use error::{Error, Result};

@@ -1,0 +1,306 @@
+//! The hunting API, over HTTPS: `POST /v1/hunt` runs a SQL or KQL hunt within a window,
+//! `POST /v1/go-hunt` the timeline of an Alert's entities.
+//!
+//! Hunting reveals every event of the cluster, so it has a permission of its own: the caller
+//! presents their Kubernetes bearer token, the apiserver says who that is (TokenReview) and
+//! whether they may `create` `hunts.riposte.dev` (SubjectAccessReview). The chart's
+//! `riposte-responder` role grants it; `riposte-viewer` does not.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use riposte_crds::Alert;
+use riposte_detect::audit::Timestamp;
+use riposte_hunt::go_hunt::{Entities, go_hunt};
+use riposte_hunt::query::{Hunt, HuntResult, Language, Limits, TrinoTables, run_local, run_trino};
+use riposte_hunt::store::{Store, now_micros};
+use riposte_hunt::trino::TrinoClient;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+
+/// The API group and resource a hunter must be allowed to `create`.
+pub const HUNT_GROUP: &str = "riposte.dev";
+pub const HUNT_RESOURCE: &str = "hunts";
+pub const HUNT_PATH: &str = "/v1/hunt";
+pub const GO_HUNT_PATH: &str = "/v1/go-hunt";
+/// The largest request body: a hunt's text.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// What hunts run on.
+#[derive(Clone)]
+pub enum Backend {
+    /// The operator's own store, with DataFusion.
+    Local(Store),
+    /// A Trino cluster reading the same layout from object storage.
+    Trino(Arc<TrinoClient>, TrinoTables),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub limits: Limits,
+}
+
+/// The hunting API's listener, bound, not yet serving.
+pub struct HuntingServer {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    limits: Limits,
+}
+
+#[derive(Clone)]
+struct Shared {
+    client: Client,
+    backend: Backend,
+    limits: Limits,
+    /// Hunts run here, off the runtime that answers the webhooks and reconciles.
+    hunts: tokio::runtime::Handle,
+}
+
+impl HuntingServer {
+    pub async fn bind(settings: &ServerSettings) -> Result<HuntingServer> {
+        let config = crate::tls::server_config(&settings.tls_cert, &settings.tls_key, None)
+            .map_err(|e| Error::Hunting(format!("the hunting API's TLS: {e}")))?;
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|e| Error::Hunting(format!("cannot listen on {}: {e}", settings.addr)))?;
+        Ok(HuntingServer { listener, acceptor: TlsAcceptor::from(Arc::new(config)), limits: settings.limits })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(|e| Error::Hunting(format!("the listener has no address: {e}")))
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self, client: Client, backend: Backend) -> Result<()> {
+        let addr = self.local_addr()?;
+        // A runtime of its own: a hunt keeps its cores busy for seconds.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+            .thread_name("riposte-hunt")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Hunting(format!("cannot start the hunts' runtime: {e}")))?;
+        let shared = Shared { client, backend, limits: self.limits, hunts: runtime.handle().clone() };
+        info!(%addr, hunt = HUNT_PATH, go_hunt = GO_HUNT_PATH, "serving the hunting API over HTTPS");
+        let app = Router::new()
+            .route(HUNT_PATH, post(hunt))
+            .route(GO_HUNT_PATH, post(go_hunt_of_alert))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+            .with_state(shared);
+        crate::tls::serve(self.listener, self.acceptor, app, "hunting API").await;
+        // Dropping a runtime blocks; it is done off the async threads.
+        tokio::task::spawn_blocking(move || drop(runtime)).await.ok();
+        Ok(())
+    }
+}
+
+/// A hunt as the API takes it: times as RFC 3339.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HuntRequest {
+    query: String,
+    #[serde(default)]
+    language: Language,
+    from: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GoHuntRequest {
+    namespace: String,
+    alert: String,
+}
+
+/// Who the caller is, once authenticated.
+#[derive(Clone, Debug)]
+struct Caller(String);
+
+/// 401 without a token the apiserver accepts, 403 without the permission to hunt.
+async fn authorize(State(shared): State<Shared>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return refusal(StatusCode::UNAUTHORIZED, "present your Kubernetes bearer token (Authorization: Bearer ...)");
+    };
+    let user = match review_token(&shared.client, token).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return refusal(StatusCode::UNAUTHORIZED, "the apiserver does not accept this token"),
+        Err(error) => {
+            warn!(%error, "a hunter's token could not be reviewed");
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, &format!("the token could not be reviewed: {error}"));
+        }
+    };
+    let name = user.username.clone().unwrap_or_default();
+    match may_hunt(&shared.client, user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{name} may not hunt: hunting needs the permission to create {HUNT_RESOURCE}.{HUNT_GROUP} \
+                     (the riposte-responder role has it)"
+                ),
+            );
+        }
+        Err(error) => {
+            warn!(%error, "a hunter's permission could not be checked");
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, &format!("the permission could not be checked: {error}"));
+        }
+    }
+    request.extensions_mut().insert(Caller(name));
+    next.run(request).await
+}
+
+async fn review_token(client: &Client, token: String) -> Result<Option<UserInfo>, kube::Error> {
+    let review = TokenReview { spec: TokenReviewSpec { token: Some(token), audiences: None }, ..TokenReview::default() };
+    let reviewed = Api::<TokenReview>::all(client.clone()).create(&PostParams::default(), &review).await?;
+    Ok(reviewed.status.filter(|s| s.authenticated == Some(true)).and_then(|s| s.user))
+}
+
+async fn may_hunt(client: &Client, user: UserInfo) -> Result<bool, kube::Error> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username,
+            groups: user.groups,
+            uid: user.uid,
+            extra: user.extra,
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(HUNT_GROUP.into()),
+                resource: Some(HUNT_RESOURCE.into()),
+                verb: Some("create".into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let reviewed = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await?;
+    Ok(reviewed.status.is_some_and(|s| s.allowed))
+}
+
+async fn hunt(State(shared): State<Shared>, caller: axum::Extension<Caller>, body: axum::body::Bytes) -> Response {
+    let request: HuntRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &format!("the request is not a hunt: {e}")),
+    };
+    let now = now_micros();
+    let (from, to) = match (parse_time(&request.from), request.to.as_deref().map(parse_time).transpose()) {
+        (Ok(from), Ok(to)) => (from, to.unwrap_or(now)),
+        (Err(e), _) | (_, Err(e)) => return refusal(StatusCode::BAD_REQUEST, &e),
+    };
+    let hunt = Hunt { text: request.query, language: request.language, from, to };
+    run(&shared, hunt, &caller.0.0).await
+}
+
+async fn go_hunt_of_alert(
+    State(shared): State<Shared>,
+    caller: axum::Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request: GoHuntRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &format!("the request names no alert: {e}")),
+    };
+    let alert = match Api::<Alert>::namespaced(shared.client.clone(), &request.namespace).get_opt(&request.alert).await {
+        Ok(Some(alert)) => alert,
+        Ok(None) => {
+            return refusal(StatusCode::NOT_FOUND, &format!("no Alert {}/{}", request.namespace, request.alert));
+        }
+        Err(e) => return refusal(StatusCode::SERVICE_UNAVAILABLE, &format!("the Alert could not be read: {e}")),
+    };
+    let entities = &alert.spec.entities;
+    let source_ip = alert
+        .spec
+        .evidence
+        .iter()
+        .find(|e| e.name == "sourceIPs")
+        .and_then(|e| e.value.split(',').next().map(|ip| ip.trim().to_owned()))
+        .filter(|ip| !ip.is_empty());
+    let entities = Entities {
+        namespace: entities.namespace.clone(),
+        pod: entities.pod.clone(),
+        container: entities.container.clone(),
+        image: entities.image.clone(),
+        user: entities.user.clone(),
+        source_ip,
+    };
+    let Some(hunt) = go_hunt(&entities, alert.spec.detected_at.0.as_microsecond()) else {
+        return refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the alert names no pod, image, user or source address to hunt for",
+        );
+    };
+    run(&shared, hunt, &caller.0.0).await
+}
+
+async fn run(shared: &Shared, hunt: Hunt, caller: &str) -> Response {
+    let (backend, limits) = (shared.backend.clone(), shared.limits);
+    let now = now_micros();
+    let task = shared.hunts.spawn(async move {
+        match &backend {
+            Backend::Local(store) => run_local(store, &hunt, &limits, now).await,
+            Backend::Trino(client, tables) => run_trino(client, tables, &hunt, &limits, now).await,
+        }
+    });
+    let result: Result<HuntResult, riposte_hunt::Error> = match task.await {
+        Ok(result) => result,
+        Err(e) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, &format!("the hunt stopped: {e}")),
+    };
+    match result {
+        Ok(result) => {
+            info!(%caller, engine = result.engine, rows = result.rows.len(), elapsed_ms = result.elapsed_ms, "hunt");
+            (StatusCode::OK, Json(result)).into_response()
+        }
+        Err(error) => {
+            use riposte_hunt::Error as E;
+            let status = match &error {
+                E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                E::Io { .. } | E::WriterStopped | E::StoreLocked(_) | E::Parquet(_) | E::Arrow(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                E::Trino(riposte_hunt::trino::TrinoError::Query { .. }) => StatusCode::BAD_REQUEST,
+                E::Trino(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            info!(%caller, %error, "hunt refused or failed");
+            refusal(status, &error.to_string())
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<Timestamp>()
+        .map(Timestamp::unix_micros)
+        .map_err(|_| format!("{text:?} is not a time: write it as RFC 3339, like 2026-12-01T10:00:00Z"))
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
