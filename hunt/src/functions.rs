@@ -207,7 +207,9 @@ impl Paths {
     fn new(value: &ColumnarValue, rows: usize, function: &str) -> Result<Self> {
         Ok(match value {
             ColumnarValue::Scalar(scalar) => Paths::Literal(match scalar.try_as_str() {
-                Some(Some(path)) => Some(JsonPath::parse(path).map_err(|reason| invalid_path(function, path, &reason))?),
+                Some(Some(path)) => {
+                    Some(JsonPath::parse(path).map_err(|reason| invalid_path(function, path, &reason))?)
+                }
                 Some(None) => None,
                 None if scalar.is_null() => None,
                 None => return exec_err!("{function}: the path must be a string"),
@@ -222,9 +224,7 @@ impl Paths {
             Paths::PerRow { paths, function } => match paths.is_valid(row) {
                 true => {
                     let path = paths.value(row);
-                    Some(Cow::Owned(
-                        JsonPath::parse(path).map_err(|reason| invalid_path(function, path, &reason))?,
-                    ))
+                    Some(Cow::Owned(JsonPath::parse(path).map_err(|reason| invalid_path(function, path, &reason))?))
                 }
                 false => None,
             },
@@ -342,9 +342,10 @@ mod tests {
             ("$.spec.containers[9]", None),
         ];
         for (path, expected) in paths {
-            let result = select(&format!("json_extract_scalar(doc, '{}')", path.replace('\'', "''")), vec![Some(EVENT)])
-                .await
-                .unwrap();
+            let result =
+                select(&format!("json_extract_scalar(doc, '{}')", path.replace('\'', "''")), vec![Some(EVENT)])
+                    .await
+                    .unwrap();
             assert_eq!(texts(&result), vec![expected.map(str::to_owned)], "{path}");
         }
     }
@@ -352,10 +353,7 @@ mod tests {
     #[tokio::test]
     async fn json_extract_returns_json_text() {
         let result = select("json_extract(doc, '$.objectRef')", vec![Some(EVENT), Some("not json"), None]).await;
-        assert_eq!(
-            texts(&result.unwrap()),
-            vec![Some(r#"{"name":"web","resource":"pods"}"#.to_owned()), None, None]
-        );
+        assert_eq!(texts(&result.unwrap()), vec![Some(r#"{"name":"web","resource":"pods"}"#.to_owned()), None, None]);
         let result = select("json_extract(doc, '$.objectRef.name')", vec![Some(EVENT)]).await.unwrap();
         assert_eq!(texts(&result), vec![Some(r#""web""#.to_owned())]);
         let result = select("json_extract_scalar(json_extract(doc, '$.objectRef.name'), '$')", vec![Some(EVENT)]);
@@ -383,7 +381,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_path_from_a_column_is_parsed_per_row() {
-        let result = select("json_extract_scalar('{\"a\":{\"b\":\"c\"}}', doc)", vec![Some("$.a.b"), None, Some("$.z")]);
+        let result =
+            select("json_extract_scalar('{\"a\":{\"b\":\"c\"}}', doc)", vec![Some("$.a.b"), None, Some("$.z")]);
         assert_eq!(texts(&result.await.unwrap()), vec![Some("c".to_owned()), None, None]);
         let error = select("json_extract_scalar('{}', doc)", vec![Some("a.b")]).await.unwrap_err();
         assert!(error.to_string().contains("invalid JSON path \"a.b\""), "{error}");

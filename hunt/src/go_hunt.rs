@@ -16,6 +16,9 @@ pub struct Entities {
     pub image: Option<String>,
     pub user: Option<String>,
     pub source_ip: Option<String>,
+    /// Users whose requests are bookkeeping, not activity (Riposte's own identity, which
+    /// reads the alert and reviews the hunter's token for every hunt).
+    pub ignored_users: Vec<String>,
 }
 
 /// How far either side of the alert a go hunt looks.
@@ -49,13 +52,22 @@ pub fn go_hunt(entities: &Entities, at: i64) -> Option<Hunt> {
         ));
     }
     if let Some(condition) = audit_condition(entities) {
+        let ignored = if entities.ignored_users.is_empty() {
+            String::new()
+        } else {
+            let users: Vec<String> = entities.ignored_users.iter().map(|u| literal(u)).collect();
+            format!(" AND \"UserName\" NOT IN ({})", users.join(", "))
+        };
+        // One row per request, at its first stage after receipt: a long exec's start
+        // (ResponseStarted), else its completion.
         parts.push(format!(
             "SELECT \"Timestamp\", 'CloudAuditEvents' AS \"Table\", \"OperationName\" AS \"ActionType\", \
              \"KubernetesNamespace\", CASE WHEN \"Resource\" = 'pods' THEN \"ObjectName\" END AS \"KubernetesPodName\", \
              CAST(NULL AS VARCHAR) AS \"ContainerName\", \"UserName\" AS \"Account\", \
              \"OperationName\" || ' ' || \"ResourceId\" || ' (' || COALESCE(CAST(\"ResponseCode\" AS VARCHAR), '-') || ')' \
-             AS \"Activity\", \"IPAddress\", \"ReportId\" FROM \"CloudAuditEvents\" WHERE \"ActionType\" <> 'RequestReceived' \
-             AND ({condition})"
+             AS \"Activity\", \"IPAddress\", \"ReportId\" FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY \"AuditId\" \
+             ORDER BY \"Timestamp\") AS \"StageRank\" FROM \"CloudAuditEvents\" WHERE \"ActionType\" <> 'RequestReceived' \
+             AND ({condition}){ignored}) AS requests WHERE \"StageRank\" = 1"
         ));
     }
     if parts.is_empty() {

@@ -37,15 +37,36 @@
 //!
 //! # The SQL
 //!
-//! Every stage of the pipeline is a `SELECT` of named, double-quoted columns from the stage
-//! before, so that replacing a column (`extend X = ...` of an existing `X`) or dropping one is
-//! plain SQL. A sort is kept through later operators as hidden columns and applied last.
+//! The compiler knows each stage's columns, by name and KQL type, from the table's schema on:
+//! every `SELECT` lists its columns, double-quoted as written (DataFusion runs with identifier
+//! normalization off), and the tables are double-quoted by their exact names. Operators that
+//! only filter, compute, rename or sort add to one `SELECT`; an aggregation, `distinct`, a
+//! join, a window (`arg_max`), and on DataFusion an `mv-expand`, make the rows so far a
+//! subquery. A sort is kept through such subqueries as hidden columns and applied last.
+//!
+//! Dynamic values are JSON text. A path is `json_extract_scalar(doc, '$.a.b')` where a scalar
+//! is wanted (a comparison, a string operator, `tostring`; a number compares as
+//! `TRY_CAST(... AS BIGINT)`), and `json_extract(doc, '$.a.b')` where a dynamic value is (a
+//! column of its own, `mv-expand`); shown in the result, a dynamic string loses its quotes.
+//! `has` is `regexp_like(x, '(?i)(^|[^0-9A-Za-z])(term)($|[^0-9A-Za-z])')`; `contains` is
+//! `strpos(lower(x), lower(y)) > 0`; `endswith` is `starts_with(reverse(...), reverse(...))`.
+//!
 //! DataFusion's SQL relies on the functions of [`crate::functions`]. What differs per engine:
 //! `now()` / `current_timestamp`; timestamp literals (`TIMESTAMP '...Z'` / `TIMESTAMP '... UTC'`);
-//! `bin` (`date_bin` / `from_unixtime(floor(to_unixtime(t) / s) * s, 'UTC')`); a path's JSON
-//! (`json_extract` / `json_format(json_extract(...))`); `mv-expand` of a JSON array
-//! (`unnest(json_array_elements(x))` in the select list / `CROSS JOIN UNNEST(try(CAST(json_parse(x)
-//! AS ARRAY<JSON>)))`); a few list and date functions.
+//! `bin` (`date_bin(INTERVAL ..., t)` / `from_unixtime(floor(to_unixtime(t) / s) * s, 'UTC')`);
+//! a path's JSON (`json_extract` / `json_format(json_extract(...))`); `mv-expand` of a JSON
+//! array (`unnest(json_array_elements(x))` in the select list / `CROSS JOIN
+//! UNNEST(try(CAST(json_parse(x) AS ARRAY<JSON>)))`), of a string list (`unnest(x)` / `CROSS
+//! JOIN UNNEST(x)`); `todatetime` (`TRY_CAST(x AS TIMESTAMP)` / `try(from_iso8601_timestamp(x))`);
+//! list functions (`array_to_string`, `array_has`, `array_element` / `array_join`, `contains`,
+//! `element_at`). Intervals are `INTERVAL '1' HOUR` on both.
+//!
+//! # Not supported
+//!
+//! `union`, `parse`, `make-series`, `mv-apply`, `project-keep`, `evaluate`, user-defined
+//! functions, `in (tabular query)` (use `join kind=leftsemi`), `mv-expand` of several columns
+//! at once or of a property bag, negative indexes, `arg_max` beside other aggregations, and
+//! functions outside the lists below. `tostring` of a datetime is the engine's own text.
 
 mod ast;
 mod compiler;

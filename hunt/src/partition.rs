@@ -116,7 +116,10 @@ mod tests {
         let late = 1_796_169_599_999_999;
         let partition = Partition::of(Table::CloudAuditEvents, late);
         assert_eq!(partition.to_string(), "CloudAuditEvents/date=2026-12-01/hour=23");
-        assert_eq!(Partition::of(Table::CloudAuditEvents, late + 1).to_string(), "CloudAuditEvents/date=2026-12-02/hour=00");
+        assert_eq!(
+            Partition::of(Table::CloudAuditEvents, late + 1).to_string(),
+            "CloudAuditEvents/date=2026-12-02/hour=00"
+        );
         assert_eq!(Partition::parse(Table::CloudAuditEvents, "date=2026-12-01", "hour=23"), Some(partition));
         assert_eq!(Partition::parse(Table::CloudAuditEvents, "date=2026-13-01", "hour=23"), None);
         assert_eq!(Partition::parse(Table::CloudAuditEvents, "date=2026-12-01", "hour=24"), None);

@@ -12,9 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type, Float32Type, Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
+    UInt64Type,
+};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::MemTable;
+use datafusion::common::TableReference;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
@@ -22,7 +27,6 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, ident, lit};
 use datafusion::scalar::ScalarValue;
-use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::{
     Expr, LimitClause, ObjectName, Query, Statement, TableFactor, Value as SqlValue, Visit, Visitor,
 };
@@ -283,9 +287,8 @@ pub async fn run_local(store: &Store, hunt: &Hunt, limits: &Limits, now: i64) ->
 }
 
 fn local_context(limits: &Limits) -> Result<SessionContext, DataFusionError> {
-    let mut config = SessionConfig::new().with_target_partitions(
-        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-    );
+    let mut config = SessionConfig::new()
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
     // Column names are CamelCase, as the reference's hunts write them: keep them as written.
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let runtime = RuntimeEnvBuilder::new()
@@ -317,7 +320,8 @@ fn table_in_window(
             .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
             .collect::<Result<Vec<_>, _>>()?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
+        let config =
+            ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
         parts.push(context.read_table(Arc::new(ListingTable::try_new(config)?))?);
     }
     if let Some(recent) = snapshot.recent {
@@ -364,11 +368,8 @@ pub async fn run_trino(
     let bound = bind_window_for_trino(checked, tables, hunt, limits.max_rows + 1)?;
     let started = Instant::now();
     let result = client.query(&bound, limits.timeout).await?;
-    let columns: Vec<ResultColumn> = result
-        .columns
-        .iter()
-        .map(|c| ResultColumn { name: c.name.clone(), type_name: c.type_name.clone() })
-        .collect();
+    let columns: Vec<ResultColumn> =
+        result.columns.iter().map(|c| ResultColumn { name: c.name.clone(), type_name: c.type_name.clone() }).collect();
     let mut rows: Vec<Vec<Value>> = result
         .rows
         .into_iter()
@@ -387,7 +388,12 @@ pub async fn run_trino(
 }
 
 /// The query Trino runs: the window's subqueries first, the row limit last.
-pub fn bind_window_for_trino(checked: CheckedQuery, tables: &TrinoTables, hunt: &Hunt, row_limit: usize) -> Result<String> {
+pub fn bind_window_for_trino(
+    checked: CheckedQuery,
+    tables: &TrinoTables,
+    hunt: &Hunt,
+    row_limit: usize,
+) -> Result<String> {
     let CheckedQuery { mut query, tables: read, .. } = checked;
     let first_date = Partition::of(Table::CloudAuditEvents, hunt.from).date();
     let last_date = Partition::of(Table::CloudAuditEvents, hunt.to - 1).date();
@@ -415,16 +421,16 @@ pub fn bind_window_for_trino(checked: CheckedQuery, tables: &TrinoTables, hunt: 
         query.with = Some(with);
     }
     let limit = Expr::value(SqlValue::Number(row_limit.to_string(), false));
-    let within = |expr: &Expr| {
-        matches!(expr, Expr::Value(v) if matches!(&v.value, SqlValue::Number(n, _) if n.parse::<usize>().is_ok_and(|n| n <= row_limit)))
-    };
+    let within = |expr: &Expr| matches!(expr, Expr::Value(v) if matches!(&v.value, SqlValue::Number(n, _) if n.parse::<usize>().is_ok_and(|n| n <= row_limit)));
     match &mut query.limit_clause {
         Some(LimitClause::LimitOffset { limit: Some(existing), .. }) if within(existing) => {}
         Some(LimitClause::LimitOffset { limit: slot, .. }) => *slot = Some(limit),
         Some(LimitClause::OffsetCommaLimit { .. }) => {
             return Err(Error::SqlSyntax("LIMIT offset, count is MySQL's: write LIMIT count OFFSET offset".into()));
         }
-        None => query.limit_clause = Some(LimitClause::LimitOffset { limit: Some(limit), offset: None, limit_by: vec![] }),
+        None => {
+            query.limit_clause = Some(LimitClause::LimitOffset { limit: Some(limit), offset: None, limit_by: vec![] })
+        }
     }
     Ok(query.to_string())
 }

@@ -126,7 +126,10 @@ impl Table {
 
     pub fn schema(self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns().iter().map(|c| Field::new(c.name, c.kind.arrow(), c.name != "Timestamp")).collect::<Vec<_>>(),
+            self.columns()
+                .iter()
+                .map(|c| Field::new(c.name, c.kind.arrow(), c.name != "Timestamp"))
+                .collect::<Vec<_>>(),
         ))
     }
 }
@@ -258,9 +261,49 @@ const ACTION_COLUMNS: &[Column] = &[
     column("RawEventData", Json, "The ResponseAction's spec and status as JSON."),
 ];
 
+/// The column reference of every table, as `docs/hunting.md` holds it between its markers
+/// (a test fails when the two differ).
+pub fn reference_markdown() -> String {
+    let mut text = String::new();
+    for table in Table::ALL {
+        text.push_str(&format!(
+            "### {}\n\n{}\n\n| Column | Type | Meaning |\n|---|---|---|\n",
+            table,
+            table.description()
+        ));
+        for column in table.columns() {
+            let kind = match column.kind {
+                ColumnType::Timestamp => "datetime",
+                ColumnType::String => "string",
+                ColumnType::Int64 => "long",
+                ColumnType::Int32 => "int",
+                ColumnType::Boolean => "bool",
+                ColumnType::StringList => "string array",
+                ColumnType::Json => "dynamic (JSON)",
+            };
+            text.push_str(&format!("| `{}` | {kind} | {} |\n", column.name, column.description.replace('|', "\\|")));
+        }
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_column_reference_is_the_schema() {
+        let doc = include_str!("../../docs/hunting.md");
+        let (start, end) = ("<!-- columns:begin -->\n", "<!-- columns:end -->");
+        let begin = doc.find(start).expect("docs/hunting.md marks its column reference") + start.len();
+        let stop = doc[begin..].find(end).expect("and its end") + begin;
+        assert!(
+            doc[begin..stop] == reference_markdown(),
+            "docs/hunting.md's column reference differs from the schema; replace it with:\n{}",
+            reference_markdown()
+        );
+    }
 
     #[test]
     fn every_table_starts_with_a_timestamp_and_names_each_column_once() {

@@ -145,7 +145,10 @@ struct State {
     memory_rows: usize,
 }
 
-const LOCK_FILE: &str = ".riposte-hunt.lock";
+/// Each writer's lock, in the root: one process per writer id, several writers per layout.
+fn lock_file(writer: &str) -> String {
+    format!(".riposte-hunt-{writer}.lock")
+}
 
 impl Store {
     /// Opens (or creates) the store at `settings.root`: takes its lock, removes what a killed
@@ -158,7 +161,7 @@ impl Store {
             )));
         }
         fs::create_dir_all(&settings.root).map_err(io("creating", &settings.root))?;
-        let lock_path = settings.root.join(LOCK_FILE);
+        let lock_path = settings.root.join(lock_file(&settings.writer));
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -172,7 +175,7 @@ impl Store {
         }
         let mut state = State::default();
         for table in Table::ALL {
-            for file in recover_table(&settings.root, table, &settings.writer)? {
+            for file in scan_table(&settings.root, table, &settings.writer, Scan::Recover)? {
                 if let Some((_, _, last)) = &file.generations {
                     state.next_generation = state.next_generation.max(last + 1);
                 }
@@ -264,7 +267,13 @@ impl Store {
                 for (partition, rows) in by_hour {
                     let batch = to_batch(*table, &shared.report_prefix(), rows.iter().map(|(id, r)| (*id, r)))?;
                     let name = file_name(&shared.settings.writer, generation, generation);
-                    files.push(commit(&shared.settings.root, partition, &name, &[batch], generation_of(&shared.settings.writer, generation, generation))?);
+                    files.push(commit(
+                        &shared.settings.root,
+                        partition,
+                        &name,
+                        &[batch],
+                        generation_of(&shared.settings.writer, generation, generation),
+                    )?);
                 }
             }
             Ok(files)
@@ -321,6 +330,7 @@ impl Store {
                 done.capped_partitions += 1;
             }
         }
+        self.list_other_writers().await?;
         if done.capped_partitions > 0 {
             warn!(
                 partitions = done.capped_partitions,
@@ -356,6 +366,31 @@ impl Store {
         }
         done.deleted_files = self.delete_unheld()?;
         Ok(done)
+    }
+
+    /// Lists again the files of the other writers sharing the layout (replicas on one
+    /// ReadWriteMany volume): what they committed, merged or deleted since.
+    async fn list_other_writers(&self) -> Result<()> {
+        let (root, writer) = (self.shared.settings.root.clone(), self.shared.settings.writer.clone());
+        let others = tokio::task::spawn_blocking(move || -> Result<Vec<DataFile>> {
+            let mut files = Vec::new();
+            for table in Table::ALL {
+                files.extend(scan_table(&root, table, &writer, Scan::Others)?);
+            }
+            Ok(files)
+        })
+        .await
+        .map_err(|_| Error::WriterStopped)??;
+        let writer = &self.shared.settings.writer;
+        let mut state = self.state();
+        for files in state.files.values_mut() {
+            files.retain(|f| f.owned_by(writer));
+        }
+        for file in others {
+            state.files.entry(file.partition).or_default().push(Arc::new(file));
+        }
+        state.files.retain(|_, files| !files.is_empty());
+        Ok(())
     }
 
     /// The files of `table` whose hour overlaps `[from, to)`, and its rows in memory.
@@ -421,7 +456,8 @@ impl Store {
     fn delete_unheld(&self) -> Result<usize> {
         let unheld: Vec<Arc<DataFile>> = {
             let mut state = self.state();
-            let (unheld, held) = std::mem::take(&mut state.obsolete).into_iter().partition(|f| Arc::strong_count(f) == 1);
+            let (unheld, held) =
+                std::mem::take(&mut state.obsolete).into_iter().partition(|f| Arc::strong_count(f) == 1);
             state.obsolete = held;
             unheld
         };
@@ -533,14 +569,25 @@ fn compact(settings: &StoreSettings, partition: Partition, inputs: &[Arc<DataFil
     Ok(merged)
 }
 
-/// The committed files of a table, after removing what a killed writer left.
-fn recover_table(root: &Path, table: Table, writer: &str) -> Result<Vec<DataFile>> {
+/// How a table's directories are read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// At open: every committed file, after removing what this writer left when killed (its
+    /// hidden files, the inputs of its interrupted compaction).
+    Recover,
+    /// Every minute: the committed files of the other writers sharing the layout.
+    Others,
+}
+
+fn scan_table(root: &Path, table: Table, writer: &str, scan: Scan) -> Result<Vec<DataFile>> {
     let table_dir = root.join(table.name());
     let mut found = Vec::new();
     for (date, date_path) in subdirectories(&table_dir)? {
         for (hour, hour_path) in subdirectories(&date_path)? {
             let Some(partition) = Partition::parse(table, &date, &hour) else {
-                warn!(path = %hour_path.display(), "not a partition directory of the hunting store; left alone");
+                if scan == Scan::Recover {
+                    warn!(path = %hour_path.display(), "not a partition directory of the hunting store; left alone");
+                }
                 continue;
             };
             let mut files = Vec::new();
@@ -548,22 +595,28 @@ fn recover_table(root: &Path, table: Table, writer: &str) -> Result<Vec<DataFile
                 let entry = entry.map_err(io("listing", &hour_path))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let path = entry.path();
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    // An uncommitted write: the rows it held were never acknowledged.
-                    fs::remove_file(&path).map_err(io("removing an uncommitted", &path))?;
+                if let Some(hidden) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+                    // This writer's uncommitted write: the rows it held were never
+                    // acknowledged. Another writer's may be in progress.
+                    if scan == Scan::Recover && parse_file_name(hidden).is_some_and(|(w, _, _)| w == writer) {
+                        fs::remove_file(&path).map_err(io("removing an uncommitted", &path))?;
+                    }
                     continue;
                 }
                 if !name.ends_with(".parquet") {
                     continue;
                 }
+                let generations = parse_file_name(&name);
+                let ours = generations.as_ref().is_some_and(|(w, _, _)| w == writer);
+                if scan == Scan::Others && ours {
+                    continue;
+                }
                 let bytes = entry.metadata().map_err(io("reading the size of", &path))?.len();
-                files.push(DataFile { generations: parse_file_name(&name), path, partition, bytes });
+                files.push(DataFile { generations, path, partition, bytes });
             }
             let superseded: Vec<usize> = (0..files.len())
                 .filter(|&i| {
-                    let Some((w, first, last)) = files[i].generations.as_ref().filter(|(w, _, _)| w == writer) else {
-                        return false;
-                    };
+                    let Some((w, first, last)) = files[i].generations.as_ref() else { return false };
                     files.iter().enumerate().any(|(j, other)| {
                         j != i
                             && other.generations.as_ref().is_some_and(|(ow, of, ol)| {
@@ -574,8 +627,10 @@ fn recover_table(root: &Path, table: Table, writer: &str) -> Result<Vec<DataFile
                 .collect();
             for (offset, index) in superseded.into_iter().enumerate() {
                 let file = files.remove(index - offset);
-                info!(path = %file.path.display(), "removing the input of a compaction that a crash interrupted");
-                fs::remove_file(&file.path).map_err(io("removing", &file.path))?;
+                if file.owned_by(writer) {
+                    info!(path = %file.path.display(), "removing the input of a compaction that a crash interrupted");
+                    fs::remove_file(&file.path).map_err(io("removing", &file.path))?;
+                }
             }
             found.extend(files);
         }

@@ -109,11 +109,8 @@ impl TrinoClient {
             .map_err(|error| TrinoError::InvalidSettings(error.to_string()))?
             .with_root_certificates(root_store(settings.ca_file.as_ref())?)
             .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(TrinoClient {
             statement_uri: format!("{}/v1/statement", settings.endpoint.trim_end_matches('/')),
             settings,

@@ -73,7 +73,10 @@ fn parquet_files(root: &Path) -> Vec<String> {
 async fn rows_are_seen_in_memory_at_once_then_committed_as_hive_partitions() {
     let dir = tempdir();
     let store = Store::open(settings(dir.path())).unwrap();
-    store.append([event(TEN_O_CLOCK + SECOND, "web-0", "bash", 1), event(TEN_O_CLOCK + MICROS_PER_HOUR, "web-0", "curl", 2)]);
+    store.append([
+        event(TEN_O_CLOCK + SECOND, "web-0", "bash", 1),
+        event(TEN_O_CLOCK + MICROS_PER_HOUR, "web-0", "curl", 2),
+    ]);
     let query = r#"SELECT "ProcessName", "ReportId" FROM "CloudProcessEvents" ORDER BY "Timestamp""#;
     let window = (TEN_O_CLOCK, TEN_O_CLOCK + 2 * MICROS_PER_HOUR);
     let before = rows(&store, query, window.0, window.1).await;
@@ -93,10 +96,17 @@ async fn rows_are_seen_in_memory_at_once_then_committed_as_hive_partitions() {
     assert_eq!(after, before, "the same rows, with the same ReportIds, from the files");
 
     // The window is the hunt's, whatever the query says: one hour reads one partition.
-    let hour = rows(&store, r#"SELECT count(*) FROM "CloudProcessEvents""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
+    let hour =
+        rows(&store, r#"SELECT count(*) FROM "CloudProcessEvents""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
     assert_eq!(hour, [[json!(1)]]);
     store.append([event(TEN_O_CLOCK + 2 * SECOND, "web-1", "sh", 3)]);
-    let mixed = rows(&store, r#"SELECT "KubernetesPodName" FROM "CloudProcessEvents" ORDER BY "Timestamp""#, window.0, window.1).await;
+    let mixed = rows(
+        &store,
+        r#"SELECT "KubernetesPodName" FROM "CloudProcessEvents" ORDER BY "Timestamp""#,
+        window.0,
+        window.1,
+    )
+    .await;
     assert_eq!(mixed, [[json!("web-0")], [json!("web-1")], [json!("web-0")]], "files and memory together");
 }
 
@@ -112,9 +122,53 @@ async fn a_reopened_store_lists_its_files_and_a_second_writer_is_refused() {
     let store = Store::open(settings(dir.path())).unwrap();
     store.append([event(TEN_O_CLOCK + SECOND, "web-0", "id", 2)]);
     store.flush().await.unwrap();
-    assert_eq!(parquet_files(dir.path()).len(), 2, "a new generation, not an overwrite: {:?}", parquet_files(dir.path()));
-    let found = rows(&store, r#"SELECT "ProcessName" FROM "CloudProcessEvents" ORDER BY "Timestamp""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
+    assert_eq!(
+        parquet_files(dir.path()).len(),
+        2,
+        "a new generation, not an overwrite: {:?}",
+        parquet_files(dir.path())
+    );
+    let found = rows(
+        &store,
+        r#"SELECT "ProcessName" FROM "CloudProcessEvents" ORDER BY "Timestamp""#,
+        TEN_O_CLOCK,
+        TEN_O_CLOCK + MICROS_PER_HOUR,
+    )
+    .await;
     assert_eq!(found, [[json!("bash")], [json!("id")]]);
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_volume_write_their_own_files_and_hunt_everyones() {
+    let dir = tempdir();
+    let first = Store::open(settings(dir.path())).unwrap();
+    let second = Store::open(StoreSettings::new(dir.path(), "writer-1")).unwrap();
+    first.append([event(TEN_O_CLOCK, "web-0", "bash", 1)]);
+    second.append([event(TEN_O_CLOCK + SECOND, "web-1", "curl", 2)]);
+    first.flush().await.unwrap();
+    second.flush().await.unwrap();
+    let names = || async {
+        rows(
+            &first,
+            r#"SELECT "ProcessName" FROM "CloudProcessEvents" ORDER BY "Timestamp""#,
+            TEN_O_CLOCK,
+            TEN_O_CLOCK + MICROS_PER_HOUR,
+        )
+        .await
+    };
+    assert_eq!(names().await, [[json!("bash")]], "another writer's files are listed every minute, not at once");
+    first.maintain(TEN_O_CLOCK + MICROS_PER_HOUR / 2).await.unwrap();
+    assert_eq!(names().await, [[json!("bash")], [json!("curl")]]);
+    // The other writer merges its files: the merged file replaces its inputs in the listing.
+    for pid in 3..10 {
+        second.append([event(TEN_O_CLOCK + i64::from(pid) * SECOND, "web-1", "curl", pid)]);
+        second.flush().await.unwrap();
+    }
+    second.maintain(TEN_O_CLOCK + 2 * MICROS_PER_HOUR).await.unwrap();
+    first.maintain(TEN_O_CLOCK + 2 * MICROS_PER_HOUR).await.unwrap();
+    let count =
+        rows(&first, r#"SELECT count(*) FROM "CloudProcessEvents""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
+    assert_eq!(count, [[json!(9)]]);
 }
 
 #[tokio::test]
@@ -152,7 +206,8 @@ async fn what_a_killed_writer_leaves_is_cleaned_up_at_open() {
             "part-writer-1-000000000000-000000000000.parquet",
         ]
     );
-    let count = rows(&store, r#"SELECT count(*) FROM "CloudProcessEvents""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
+    let count =
+        rows(&store, r#"SELECT count(*) FROM "CloudProcessEvents""#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
     assert_eq!(count, [[json!(3)]]);
 }
 
@@ -169,7 +224,8 @@ async fn retention_then_the_byte_cap_delete_the_oldest_partitions_first() {
     let now = TEN_O_CLOCK + 6 * MICROS_PER_HOUR;
     let done = store.maintain(now).await.unwrap();
     assert_eq!(done.expired_partitions, 3, "hours 10, 11 and 12 ended 3 hours or more before 16:00");
-    let hours: Vec<String> = parquet_files(dir.path()).iter().map(|p| p.split('/').nth(2).unwrap().to_owned()).collect();
+    let hours: Vec<String> =
+        parquet_files(dir.path()).iter().map(|p| p.split('/').nth(2).unwrap().to_owned()).collect();
     assert_eq!(hours, ["hour=13", "hour=14", "hour=15"]);
     assert!(!dir.path().join("CloudProcessEvents/date=2026-12-01/hour=10").exists(), "emptied directories are removed");
 
@@ -179,7 +235,8 @@ async fn retention_then_the_byte_cap_delete_the_oldest_partitions_first() {
     let store = Store::open(settings).unwrap();
     let done = store.maintain(now).await.unwrap();
     assert_eq!(done.capped_partitions, 1);
-    let hours: Vec<String> = parquet_files(dir.path()).iter().map(|p| p.split('/').nth(2).unwrap().to_owned()).collect();
+    let hours: Vec<String> =
+        parquet_files(dir.path()).iter().map(|p| p.split('/').nth(2).unwrap().to_owned()).collect();
     assert_eq!(hours, ["hour=14", "hour=15"]);
 }
 
@@ -203,7 +260,13 @@ async fn past_hours_with_many_files_are_merged_and_a_running_hunt_keeps_its_file
         parquet_files(dir.path()),
         ["CloudProcessEvents/date=2026-12-01/hour=10/part-writer-0-000000000000-000000000007.parquet"]
     );
-    let pids = rows(&store, r#"SELECT "ProcessId" FROM "CloudProcessEvents" ORDER BY 1"#, TEN_O_CLOCK, TEN_O_CLOCK + MICROS_PER_HOUR).await;
+    let pids = rows(
+        &store,
+        r#"SELECT "ProcessId" FROM "CloudProcessEvents" ORDER BY 1"#,
+        TEN_O_CLOCK,
+        TEN_O_CLOCK + MICROS_PER_HOUR,
+    )
+    .await;
     assert_eq!(pids, (0..8).map(|p| vec![json!(p)]).collect::<Vec<_>>());
 }
 
@@ -214,7 +277,9 @@ fn only_one_select_over_the_hunting_tables_is_a_hunt() {
     assert!(refused(r#"INSERT INTO "CloudAuditEvents" VALUES (1)"#).contains("only SELECT"));
     assert!(refused("COPY (SELECT 1) TO '/tmp/x'").contains("read-only"));
     assert!(refused("SELECT 1; SELECT 2").contains("2 statements"));
-    assert!(refused("SELECT * FROM secrets").contains("unknown table secrets: the hunting tables are CloudProcessEvents"));
+    assert!(
+        refused("SELECT * FROM secrets").contains("unknown table secrets: the hunting tables are CloudProcessEvents")
+    );
     assert!(refused("SELECT * FROM information_schema.tables").contains("qualified name"));
     assert!(refused("SELECT * FROM read_parquet('/etc/passwd')").contains("table function"));
     assert!(refused("SELEC 1").contains("not valid SQL"));
@@ -244,7 +309,8 @@ async fn hunts_are_bounded_in_window_rows_memory_and_time() {
     assert!(too_old.to_string().contains("more than 30 days back"), "{too_old}");
 
     let tight = Limits { memory_bytes: 64 << 10, ..Limits::default() };
-    let sorted = r#"SELECT "ProcessCommandLine" FROM "CloudProcessEvents" ORDER BY "ProcessCommandLine" || "KubernetesPodName""#;
+    let sorted =
+        r#"SELECT "ProcessCommandLine" FROM "CloudProcessEvents" ORDER BY "ProcessCommandLine" || "KubernetesPodName""#;
     let error = run_local(&store, &sql(sorted, TEN_O_CLOCK, now), &tight, now).await.unwrap_err();
     assert!(matches!(error, Error::MemoryLimit { .. }), "{error}");
     assert!(error.to_string().contains("narrow the time window"), "{error}");
@@ -258,9 +324,10 @@ async fn hunts_are_bounded_in_window_rows_memory_and_time() {
     assert!(matches!(error, Error::Timeout(_)), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "cancelled at once, not run to the end");
 
-    let error = run_local(&store, &sql(r#"SELECT "NoSuchColumn" FROM "CloudProcessEvents""#, TEN_O_CLOCK, now), &limits, now)
-        .await
-        .unwrap_err();
+    let error =
+        run_local(&store, &sql(r#"SELECT "NoSuchColumn" FROM "CloudProcessEvents""#, TEN_O_CLOCK, now), &limits, now)
+            .await
+            .unwrap_err();
     assert!(error.to_string().contains("NoSuchColumn"), "{error}");
 }
 
@@ -315,7 +382,8 @@ async fn a_killed_writer_loses_nothing_it_acknowledged() {
         window.1,
     )
     .await;
-    let (count, distinct, max) = (found[0][0].as_u64().unwrap(), found[0][1].as_u64().unwrap(), found[0][2].as_u64().unwrap());
+    let (count, distinct, max) =
+        (found[0][0].as_u64().unwrap(), found[0][1].as_u64().unwrap(), found[0][2].as_u64().unwrap());
     assert!(count >= u64::from(acknowledged), "{count} rows found, {acknowledged} acknowledged");
     assert_eq!(count, distinct, "no row is there twice");
     assert_eq!(max + 1, count, "the rows are a prefix of what was sent: nothing in the middle is lost");

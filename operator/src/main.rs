@@ -21,11 +21,11 @@ use riposte::detection::pipeline::{self, DetectionSettings, QueueLimits};
 use riposte::detection::runtime::{self, RuntimeSettings};
 use riposte::detection::webhook::{Credentials, PubSubPush, Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
+use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
+use riposte::hunting::{self, HuntingSink};
 use riposte::leader;
 use riposte::local::{self, LocalAuditWebhook, LocalControlPlane, LocalHuntingApi};
 use riposte::metrics::{DetectionMetrics, Metrics, RuntimeMetrics};
-use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
-use riposte::hunting::{self, HuntingSink};
 use riposte_detect::coverage::AuditCoverage;
 use riposte_hunt::query::TrinoTables;
 use riposte_hunt::store::{Store, StoreSettings};
@@ -409,7 +409,8 @@ impl HuntingArgs {
     /// The store, opened, when a directory is configured (or given for a local control plane).
     fn open_store(&self, directory: Option<PathBuf>, pod_name: Option<&str>) -> riposte::Result<Option<Store>> {
         let Some(root) = self.hunting_dir.clone().or(directory) else { return Ok(None) };
-        let writer = self.hunting_writer.clone().or_else(|| pod_name.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
+        let writer =
+            self.hunting_writer.clone().or_else(|| pod_name.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
         let mut settings = StoreSettings::new(root, writer);
         settings.retention = Duration::from_secs(self.hunting_retention_days * 86_400);
         settings.max_bytes = self.hunting_max_gib << 30;
@@ -426,13 +427,15 @@ impl HuntingArgs {
                 ca_file: self.hunting_trino_ca_file.clone(),
             })
             .map_err(|e| riposte::Error::Hunting(e.to_string()))?;
-            let tables = TrinoTables { catalog: self.hunting_trino_catalog.clone(), schema: self.hunting_trino_schema.clone() };
+            let tables =
+                TrinoTables { catalog: self.hunting_trino_catalog.clone(), schema: self.hunting_trino_schema.clone() };
             return Ok(Backend::Trino(Arc::new(client), tables));
         }
         match store {
             Some(store) => Ok(Backend::Local(store.clone())),
             None => Err(riposte::Error::Hunting(
-                "the hunting API needs events to hunt: a store (--hunting-dir) or Trino (--hunting-trino-endpoint)".into(),
+                "the hunting API needs events to hunt: a store (--hunting-dir) or Trino (--hunting-trino-endpoint)"
+                    .into(),
             )),
         }
     }
@@ -551,18 +554,19 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let detection = args.detection.config()?;
     let event_hubs = args.event_hubs.settings()?;
     let mut webhook = args.audit_webhook.bind().await?;
-    let mut hunting_api = match (&args.hunting.hunting_addr, &args.hunting.hunting_tls_cert, &args.hunting.hunting_tls_key) {
-        (Some(addr), Some(tls_cert), Some(tls_key)) => Some(
-            HuntingServer::bind(&ServerSettings {
-                addr: *addr,
-                tls_cert: tls_cert.clone(),
-                tls_key: tls_key.clone(),
-                limits: args.hunting.limits(),
-            })
-            .await?,
-        ),
-        _ => None,
-    };
+    let mut hunting_api =
+        match (&args.hunting.hunting_addr, &args.hunting.hunting_tls_cert, &args.hunting.hunting_tls_key) {
+            (Some(addr), Some(tls_cert), Some(tls_key)) => Some(
+                HuntingServer::bind(&ServerSettings {
+                    addr: *addr,
+                    tls_cert: tls_cert.clone(),
+                    tls_key: tls_key.clone(),
+                    limits: args.hunting.limits(),
+                })
+                .await?,
+            ),
+            _ => None,
+        };
     let mut local_hunting_dir = None;
     let (client, _local) = match (args.local, Client::try_default().await) {
         (false, Ok(client)) => (client, None),
@@ -591,7 +595,8 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
                 }
                 None => None,
             };
-            local_hunting_dir = Some(std::env::temp_dir().join(format!("riposte-local-hunting-{}", std::process::id())));
+            local_hunting_dir =
+                Some(std::env::temp_dir().join(format!("riposte-local-hunting-{}", std::process::id())));
             let started = start_local(&namespace, target).await?;
             if let Some(url) = hunting_url {
                 println!(

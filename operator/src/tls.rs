@@ -46,10 +46,11 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for certificate in
-                CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?
+            for certificate in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?
             {
-                let certificate = certificate.map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?;
+                let certificate =
+                    certificate.map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?;
                 roots.add(certificate).map_err(|e| format!("the client CA {} is not usable: {e}", ca.display()))?;
             }
             // A client without a certificate may still present a bearer token.
@@ -61,9 +62,9 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certificates, private_key).map_err(|e| {
-        format!("the key {} does not suit the certificate {}: {e}", key.display(), cert.display())
-    })?;
+    let mut config = builder
+        .with_single_cert(certificates, private_key)
+        .map_err(|e| format!("the key {} does not suit the certificate {}: {e}", key.display(), cert.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

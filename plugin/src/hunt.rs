@@ -72,10 +72,15 @@ pub async fn go_hunt(cluster: &Cluster, args: GoHuntArgs) -> Result<(), Error> {
     print_result(&result, args.endpoint.format)
 }
 
-/// SQL begins with SELECT or WITH; anything else is taken as KQL (it begins with a table).
+/// SQL begins with a statement's keyword (the API refuses all but queries, and says so);
+/// anything else is taken as KQL, which begins with a table or `let`.
 fn language_of(query: &str) -> HuntLanguage {
+    const SQL_KEYWORDS: [&str; 14] = [
+        "SELECT", "WITH", "VALUES", "EXPLAIN", "SHOW", "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER", "COPY",
+        "SET", "TRUNCATE",
+    ];
     let first = query.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
-    if first == "SELECT" || first == "WITH" || first.starts_with('(') { HuntLanguage::Sql } else { HuntLanguage::Kql }
+    if first.starts_with('(') || SQL_KEYWORDS.contains(&first.as_str()) { HuntLanguage::Sql } else { HuntLanguage::Kql }
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, Error> {
@@ -167,7 +172,8 @@ fn print_result(result: &HuntResult, format: HuntFormat) -> Result<(), Error> {
                 .iter()
                 .map(|row| headers.iter().map(|h| (*h).to_owned()).zip(row.iter().cloned()).collect())
                 .collect();
-            let whole = json!({ "columns": headers, "rows": rows, "truncated": result.truncated, "engine": result.engine });
+            let whole =
+                json!({ "columns": headers, "rows": rows, "truncated": result.truncated, "engine": result.engine });
             serde_json::to_string_pretty(&whole).map_err(|e| Error::Output(e.to_string()))? + "\n"
         }
         HuntFormat::Csv => {
@@ -207,11 +213,16 @@ fn cell(value: &Value) -> String {
 
 /// A CSV record (RFC 4180): fields with a comma, a quote or a line break are quoted.
 fn csv_line(fields: impl Iterator<Item = String>) -> String {
-    let quoted: Vec<String> = fields
-        .map(|field| {
-            if field.contains([',', '"', '\n', '\r']) { format!("\"{}\"", field.replace('"', "\"\"")) } else { field }
-        })
-        .collect();
+    let quoted: Vec<String> =
+        fields
+            .map(|field| {
+                if field.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", field.replace('"', "\"\""))
+                } else {
+                    field
+                }
+            })
+            .collect();
     quoted.join(",") + "\r\n"
 }
 
@@ -223,12 +234,16 @@ mod tests {
     fn the_language_is_told_from_the_first_word() {
         assert_eq!(language_of("  select 1"), HuntLanguage::Sql);
         assert_eq!(language_of("WITH x AS (SELECT 1) SELECT * FROM x"), HuntLanguage::Sql);
+        assert_eq!(language_of("drop table x"), HuntLanguage::Sql);
         assert_eq!(language_of("CloudAuditEvents | take 1"), HuntLanguage::Kql);
     }
 
     #[test]
     fn csv_quotes_what_needs_it() {
-        assert_eq!(csv_line(["a".into(), "b,c".into(), "say \"hi\"".into(), String::new()].into_iter()), "a,\"b,c\",\"say \"\"hi\"\"\",\r\n");
+        assert_eq!(
+            csv_line(["a".into(), "b,c".into(), "say \"hi\"".into(), String::new()].into_iter()),
+            "a,\"b,c\",\"say \"\"hi\"\"\",\r\n"
+        );
         assert_eq!(cell(&json!(["x", "y"])), r#"["x","y"]"#);
         assert_eq!(cell(&Value::Null), "");
     }

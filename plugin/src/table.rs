@@ -43,7 +43,9 @@ fn render_limited(headers: &[&str], limits: &[Option<usize>], rows: &[Vec<String
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()
-        .map(|(i, header)| cells.iter().map(|row| row[i].chars().count()).chain([header.chars().count()]).max().unwrap_or(0))
+        .map(|(i, header)| {
+            cells.iter().map(|row| row[i].chars().count()).chain([header.chars().count()]).max().unwrap_or(0)
+        })
         .collect();
     let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
     std::iter::once(&header)

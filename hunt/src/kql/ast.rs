@@ -51,15 +51,28 @@ pub(super) enum OperatorKind {
     /// `(new, old)` pairs.
     ProjectRename(Vec<(Name, Name)>),
     Extend(Vec<Assignment>),
-    Summarize { aggregates: Vec<Assignment>, by: Vec<Assignment> },
+    Summarize {
+        aggregates: Vec<Assignment>,
+        by: Vec<Assignment>,
+    },
     Sort(Vec<SortKey>),
-    Top { count: u64, key: SortKey },
+    Top {
+        count: u64,
+        key: SortKey,
+    },
     Take(u64),
     /// The columns, or all of them (`distinct *`) when empty.
     Distinct(Vec<Name>),
     Count,
-    Join { kind: JoinKind, right: Pipeline, on: Vec<JoinKey> },
-    MvExpand { name: Option<Name>, expr: Expr },
+    Join {
+        kind: JoinKind,
+        right: Pipeline,
+        on: Vec<JoinKey>,
+    },
+    MvExpand {
+        name: Option<Name>,
+        expr: Expr,
+    },
 }
 
 /// `Name = expr`, or a bare `expr` named after it.
@@ -119,15 +132,37 @@ pub(super) enum ExprKind {
     /// `*`, as in `arg_max(Timestamp, *)`.
     Star,
     /// `base.key` or `base["key"]`.
-    Member { base: Box<Expr>, key: String },
+    Member {
+        base: Box<Expr>,
+        key: String,
+    },
     /// `base[0]`.
-    Index { base: Box<Expr>, index: i64 },
-    Call { name: String, args: Vec<Expr> },
+    Index {
+        base: Box<Expr>,
+        index: i64,
+    },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
     Negate(Box<Expr>),
-    Binary { op: BinaryOp, left: Box<Expr>, right: Box<Expr> },
+    Binary {
+        op: BinaryOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
     /// `in`, `!in`, `in~`, `!in~`, `has_any`, `has_all`: an expression against a list.
-    List { op: ListOp, expr: Box<Expr>, items: Vec<Expr> },
-    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
+    List {
+        op: ListOp,
+        expr: Box<Expr>,
+        items: Vec<Expr>,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,55 +1,73 @@
-//! Tabular operators: each stage is a `SELECT` of the stage before, with the columns it
-//! outputs known by name and type.
+//! Tabular operators, compiled into as few `SELECT`s as SQL allows.
+//!
+//! A [`Relation`] is a `SELECT` still being written: its source (`FROM`), its output columns as
+//! expressions over that source, its conditions, sort and limit. `where`, `project`,
+//! `extend`, `project-away`, `project-rename`, `order by` and `take` add to it by substituting
+//! column expressions; `summarize`, `distinct`, `count`, `join`, `mv-expand` (on DataFusion)
+//! and any operator after a `take` seal it into a subquery of the next. So every stage names
+//! its columns, and the SQL stays shallow enough to read (and for parsers' recursion).
+
+use std::cell::Cell;
 
 use super::ast::*;
 use super::dialect::quote_identifier;
 use super::expr::{Column, Json, Scope, Type, Value};
-use super::{Dialect, KqlError, Position};
+use super::{Dialect, KqlError};
 use crate::schema::Table;
 
 type Result<T> = std::result::Result<T, KqlError>;
 
-/// The alias of the stage a `SELECT` reads.
-const STAGE: &str = "s";
-
 pub(super) fn compile(query: &Query, dialect: Dialect) -> Result<String> {
-    let compiler = Compiler { dialect };
+    let compiler = Compiler { dialect, unnests: Cell::new(0) };
     let relation = compiler.pipeline(&query.body, &query.lets)?;
     Ok(compiler.finish(relation))
 }
 
 struct Compiler {
     dialect: Dialect,
+    /// How many Trino `CROSS JOIN UNNEST`s the query has: each takes a fresh alias.
+    unnests: Cell<usize>,
 }
 
-/// A stage: its SQL and the columns it outputs.
+/// A `SELECT` being written.
 struct Relation {
-    sql: String,
+    /// What follows `FROM`: a table, subqueries and joins, `CROSS JOIN UNNEST`s.
+    from: String,
     columns: Vec<Column>,
-    /// The sort the pipeline put its rows in. SQL keeps no order from a subquery, so the sort
-    /// keys ride along as trailing hidden columns through the operators that keep KQL's order
-    /// (`where`, `project`, `extend`, `take`, `mv-expand`, ...) and are applied where rows are
-    /// cut (`take`) and at the end.
+    /// `WHERE` conditions, over the source's columns.
+    conditions: Vec<String>,
+    /// The sort, over the source's columns. Through a subquery (which keeps no order in SQL)
+    /// its keys ride along as hidden columns.
     order: Vec<OrderKey>,
+    limit: Option<u64>,
 }
 
 struct OrderKey {
-    /// The hidden column holding the key.
-    column: String,
+    sql: String,
     descending: bool,
     nulls_first: bool,
 }
 
 impl Relation {
-    fn visible(&self) -> Vec<String> {
-        self.columns.iter().map(|c| quote_identifier(&c.name)).collect()
+    /// A relation reading every column of the query `sql` outputs.
+    fn over(sql: &str, columns: Vec<(String, Type)>) -> Relation {
+        Relation {
+            from: format!("(\n{sql}\n) AS s"),
+            columns: columns.into_iter().map(|(name, ty)| Column { value: Value::column(&name, ty), name }).collect(),
+            conditions: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+        }
     }
 
-    /// The visible columns, then the hidden sort keys.
-    fn carried(&self) -> Vec<String> {
-        let mut items = self.visible();
-        items.extend(self.order.iter().map(|key| quote_identifier(&key.column)));
-        items
+    /// `SELECT items FROM ... WHERE ...`, then `GROUP BY`, `ORDER BY` and `LIMIT` as `rest`
+    /// says.
+    fn select(&self, items: &[String], rest: &str) -> String {
+        let mut sql = format!("SELECT {}\nFROM {}", items.join(", "), self.from);
+        if !self.conditions.is_empty() {
+            sql += &format!("\nWHERE {}", self.conditions.join("\nAND "));
+        }
+        sql + rest
     }
 
     fn order_by(&self) -> String {
@@ -58,20 +76,19 @@ impl Relation {
             false => format!("\nORDER BY {}", order_by(&self.order)),
         }
     }
+
+    fn limit(&self) -> String {
+        self.limit.map_or(String::new(), |count| format!("\nLIMIT {count}"))
+    }
 }
 
 fn order_by(keys: &[OrderKey]) -> String {
     let keys = keys.iter().map(|key| {
         let direction = if key.descending { "DESC" } else { "ASC" };
         let nulls = if key.nulls_first { "FIRST" } else { "LAST" };
-        format!("{} {direction} NULLS {nulls}", quote_identifier(&key.column))
+        format!("{} {direction} NULLS {nulls}", key.sql)
     });
     keys.collect::<Vec<_>>().join(", ")
-}
-
-/// `SELECT items FROM (from) AS s` and what follows (`WHERE`, `GROUP BY`, ...).
-fn select(items: &[String], from: &str, rest: &str) -> String {
-    format!("SELECT {}\nFROM (\n{from}\n) AS {STAGE}{rest}", items.join(", "))
 }
 
 fn aliased(sql: &str, name: &str) -> String {
@@ -118,7 +135,8 @@ fn default_name(expr: &Expr, unnamed: &mut usize) -> String {
     format!("Column{unnamed}")
 }
 
-/// The name KQL gives an unnamed aggregation: `count_`, `dcount_Col`, `set_Col`, ...
+/// The name KQL gives an unnamed aggregation: `count_`, `countif_`, `dcount_Col`, `set_Col`,
+/// after the first column its value reads.
 fn aggregate_name(expr: &Expr, unnamed: &mut usize) -> String {
     let ExprKind::Call { name, args } = &expr.kind else { return default_name(expr, unnamed) };
     let prefix = match name.as_str() {
@@ -126,23 +144,27 @@ fn aggregate_name(expr: &Expr, unnamed: &mut usize) -> String {
         "make_list" => "list",
         other => other,
     };
-    match args.first().map(|arg| &arg.kind) {
-        Some(ExprKind::Name(column)) => format!("{prefix}_{column}"),
+    match args.first().and_then(first_column) {
+        Some(column) if name != "countif" => format!("{prefix}_{column}"),
         _ => format!("{prefix}_"),
     }
 }
 
-/// Whether `expr` reads the column `name`.
-fn reads(expr: &Expr, name: &str) -> bool {
+/// The first column `expr` reads, left to right.
+fn first_column(expr: &Expr) -> Option<&str> {
     match &expr.kind {
-        ExprKind::Name(n) => n == name,
-        ExprKind::Member { base, .. } | ExprKind::Index { base, .. } | ExprKind::Negate(base) => reads(base, name),
-        ExprKind::Call { args, .. } => args.iter().any(|arg| reads(arg, name)),
-        ExprKind::Binary { left, right, .. } => reads(left, name) || reads(right, name),
-        ExprKind::List { expr, items, .. } => reads(expr, name) || items.iter().any(|item| reads(item, name)),
-        ExprKind::Between { expr, low, high, .. } => reads(expr, name) || reads(low, name) || reads(high, name),
-        _ => false,
+        ExprKind::Name(name) => Some(name),
+        ExprKind::Member { base, .. } | ExprKind::Index { base, .. } | ExprKind::Negate(base) => first_column(base),
+        ExprKind::Call { args, .. } => args.iter().find_map(first_column),
+        ExprKind::Binary { left, right, .. } => first_column(left).or_else(|| first_column(right)),
+        ExprKind::List { expr, .. } | ExprKind::Between { expr, .. } => first_column(expr),
+        _ => None,
     }
+}
+
+fn duplicate(assignment: &Assignment, name: String) -> KqlError {
+    let position = assignment.name.as_ref().map_or(assignment.expr.position, |n| n.position);
+    KqlError::DuplicateColumn { position, name }
 }
 
 /// Matches a `project-away` pattern, where `*` stands for any text.
@@ -164,6 +186,51 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
 impl Compiler {
     fn scope<'a>(&self, columns: &'a [Column], lets: &'a [Let], aggregates: bool) -> Scope<'a> {
         Scope { dialect: self.dialect, columns, lets, aggregates }
+    }
+
+    /// The relation as a query of its own: every column computed (a path as its JSON text),
+    /// and with `hidden_order`, the sort's keys as trailing columns `__order_1`, ... Returns
+    /// the SQL and the columns it outputs.
+    fn query(&self, relation: &Relation, hidden_order: bool) -> (String, Vec<(String, Type)>) {
+        let scope = self.scope(&relation.columns, &[], false);
+        let mut items = Vec::new();
+        let mut columns = Vec::new();
+        for column in &relation.columns {
+            let (sql, ty) = scope.materialize(column.value.clone());
+            items.push(aliased(&sql, &column.name));
+            columns.push((column.name.clone(), ty));
+        }
+        if hidden_order {
+            for (index, key) in relation.order.iter().enumerate() {
+                items.push(format!("{} AS {}", key.sql, quote_identifier(&hidden_order_column(index))));
+            }
+        }
+        // A subquery keeps no order: it sorts only to cut the right rows.
+        let rest = match relation.limit {
+            Some(_) => relation.order_by() + &relation.limit(),
+            None => String::new(),
+        };
+        (relation.select(&items, &rest), columns)
+    }
+
+    /// The relation made a subquery, so that what follows applies to its rows as they are.
+    fn seal(&self, relation: Relation) -> Relation {
+        let (sql, columns) = self.query(&relation, true);
+        let order = relation
+            .order
+            .iter()
+            .enumerate()
+            .map(|(index, key)| OrderKey { sql: quote_identifier(&hidden_order_column(index)), ..*key })
+            .collect();
+        Relation { order, ..Relation::over(&sql, columns) }
+    }
+
+    /// The relation, sealed first if a limit would otherwise apply after what comes next.
+    fn unlimited(&self, relation: Relation) -> Relation {
+        match relation.limit {
+            Some(_) => self.seal(relation),
+            None => relation,
+        }
     }
 
     fn pipeline(&self, pipeline: &Pipeline, lets: &[Let]) -> Result<Relation> {
@@ -191,43 +258,65 @@ impl Compiler {
         }
         let Some(table) = Table::ALL.into_iter().find(|t| t.name() == source.text) else {
             let mut available: Vec<String> = Table::ALL.iter().map(|t| t.name().to_owned()).collect();
-            available.extend(lets.iter().filter(|l| matches!(l.value, LetValue::Tabular(_))).map(|l| l.name.text.clone()));
+            let tabular = lets.iter().filter(|l| matches!(l.value, LetValue::Tabular(_)));
+            available.extend(tabular.map(|l| l.name.text.clone()));
             return Err(KqlError::UnknownTable { position: source.position, name: source.text.clone(), available });
         };
-        let columns: Vec<Column> =
-            table.columns().iter().map(|c| Column { name: c.name.to_owned(), ty: Type::of_column(table, c) }).collect();
-        let items: Vec<String> = columns.iter().map(|c| quote_identifier(&c.name)).collect();
-        let sql = format!("SELECT {}\nFROM {}", items.join(", "), quote_identifier(table.name()));
-        Ok(Relation { sql, columns, order: Vec::new() })
+        Ok(Relation {
+            from: quote_identifier(table.name()),
+            columns: table
+                .columns()
+                .iter()
+                .map(|c| Column { name: c.name.to_owned(), value: Value::column(c.name, Type::of_column(table, c)) })
+                .collect(),
+            conditions: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+        })
     }
 
     fn operator(&self, relation: Relation, operator: &Operator, lets: &[Let]) -> Result<Relation> {
-        let position = operator.position;
         match &operator.kind {
             OperatorKind::Where(predicate) => {
-                let predicate = self.scope(&relation.columns, lets, false).boolean(predicate)?;
-                let sql = select(&relation.carried(), &relation.sql, &format!("\nWHERE {predicate}"));
-                Ok(Relation { sql, ..relation })
+                let mut relation = self.unlimited(relation);
+                let condition = self.scope(&relation.columns, lets, false).boolean(predicate)?;
+                relation.conditions.push(condition);
+                Ok(relation)
             }
-            OperatorKind::Project(assignments) => self.project(relation, assignments, lets),
-            OperatorKind::Extend(assignments) => {
-                // A stage per run of assignments that do not read each other's columns: SQL
-                // cannot read a column of the SELECT that defines it.
-                let mut relation = relation;
-                let mut run: Vec<Assignment> = Vec::new();
+            OperatorKind::Project(assignments) => {
+                let scope = self.scope(&relation.columns, lets, false);
+                let mut columns: Vec<Column> = Vec::new();
                 let mut unnamed = 0;
                 for assignment in assignments {
-                    let reads_run = run.iter().any(|a| a.name.as_ref().is_some_and(|n| reads(&assignment.expr, &n.text)));
-                    if reads_run {
-                        relation = self.extend(relation, &std::mem::take(&mut run), lets)?;
+                    let value = scope.compile(&assignment.expr)?;
+                    let name = match &assignment.name {
+                        Some(name) => name.text.clone(),
+                        None => default_name(&assignment.expr, &mut unnamed),
+                    };
+                    if columns.iter().any(|c| c.name == name) {
+                        return Err(duplicate(assignment, name));
                     }
-                    let name = assignment.name.clone().unwrap_or_else(|| Name {
-                        text: default_name(&assignment.expr, &mut unnamed),
-                        position: assignment.expr.position,
-                    });
-                    run.push(Assignment { name: Some(name), expr: assignment.expr.clone() });
+                    columns.push(Column { name, value });
                 }
-                self.extend(relation, &run, lets)
+                Ok(Relation { columns, ..relation })
+            }
+            OperatorKind::Extend(assignments) => {
+                let mut columns = relation.columns;
+                let mut unnamed = 0;
+                for assignment in assignments {
+                    // Each assignment sees the ones before it, as in KQL.
+                    let value = self.scope(&columns, lets, false).compile(&assignment.expr)?;
+                    let name = match &assignment.name {
+                        Some(name) => name.text.clone(),
+                        None => default_name(&assignment.expr, &mut unnamed),
+                    };
+                    // An existing column is replaced where it stands.
+                    match columns.iter_mut().find(|c| c.name == name) {
+                        Some(column) => column.value = value,
+                        None => columns.push(Column { name, value }),
+                    }
+                }
+                Ok(Relation { columns, ..relation })
             }
             OperatorKind::ProjectAway(patterns) => {
                 for pattern in patterns.iter().filter(|p| !p.text.contains('*')) {
@@ -236,38 +325,38 @@ impl Compiler {
                         return Err(scope.unknown_column(&pattern.text, pattern.position));
                     }
                 }
-                let kept = relation
-                    .columns
-                    .iter()
-                    .filter(|c| !patterns.iter().any(|p| matches_pattern(&p.text, &c.name)))
-                    .cloned()
-                    .collect();
-                let relation = Relation { columns: kept, ..relation };
-                Ok(Relation { sql: select(&relation.carried(), &relation.sql, ""), ..relation })
+                let mut relation = relation;
+                relation.columns.retain(|c| !patterns.iter().any(|p| matches_pattern(&p.text, &c.name)));
+                Ok(relation)
             }
             OperatorKind::ProjectRename(renames) => {
-                let mut columns = relation.columns.clone();
-                let mut items = relation.carried();
+                let mut relation = relation;
                 for (new, old) in renames {
-                    let Some(index) = columns.iter().position(|c| c.name == old.text) else {
-                        return Err(self.scope(&columns, lets, false).unknown_column(&old.text, old.position));
-                    };
-                    if columns.iter().any(|c| c.name == new.text) {
+                    if relation.columns.iter().any(|c| c.name == new.text) {
                         return Err(KqlError::DuplicateColumn { position: new.position, name: new.text.clone() });
                     }
-                    items[index] = aliased(&items[index], &new.text);
-                    columns[index].name = new.text.clone();
+                    let Some(column) = relation.columns.iter_mut().find(|c| c.name == old.text) else {
+                        let scope = self.scope(&relation.columns, lets, false);
+                        return Err(scope.unknown_column(&old.text, old.position));
+                    };
+                    column.name = new.text.clone();
                 }
-                Ok(Relation { sql: select(&items, &relation.sql, ""), columns, ..relation })
+                Ok(relation)
             }
-            OperatorKind::Summarize { aggregates, by } => self.summarize(relation, aggregates, by, lets, position),
-            OperatorKind::Sort(keys) => self.sort(relation, keys, None, lets),
-            OperatorKind::Top { count, key } => self.sort(relation, std::slice::from_ref(key), Some(*count), lets),
+            OperatorKind::Summarize { aggregates, by } => {
+                self.summarize(self.unlimited(relation), aggregates, by, lets)
+            }
+            OperatorKind::Sort(keys) => self.sort(self.unlimited(relation), keys, lets),
+            OperatorKind::Top { count, key } => {
+                let relation = self.sort(self.unlimited(relation), std::slice::from_ref(key), lets)?;
+                Ok(Relation { limit: Some(*count), ..relation })
+            }
             OperatorKind::Take(count) => {
-                let rest = format!("{}\nLIMIT {count}", relation.order_by());
-                Ok(Relation { sql: select(&relation.carried(), &relation.sql, &rest), ..relation })
+                let limit = relation.limit.map_or(*count, |limit| limit.min(*count));
+                Ok(Relation { limit: Some(limit), ..relation })
             }
             OperatorKind::Distinct(names) => {
+                let relation = self.unlimited(relation);
                 let columns = match names.is_empty() {
                     true => relation.columns.clone(),
                     false => names
@@ -275,17 +364,19 @@ impl Compiler {
                         .map(|name| self.existing(&relation.columns, name, lets).cloned())
                         .collect::<Result<Vec<_>>>()?,
                 };
-                let items: Vec<String> = columns.iter().map(|c| quote_identifier(&c.name)).collect();
-                let sql = select(&items, &relation.sql, "").replacen("SELECT ", "SELECT DISTINCT ", 1);
-                Ok(Relation { sql, columns, order: Vec::new() })
+                let (sql, columns) = self.query(&Relation { columns, order: Vec::new(), ..relation }, false);
+                let distinct = sql.replacen("SELECT ", "SELECT DISTINCT ", 1);
+                Ok(Relation::over(&distinct, columns))
             }
-            OperatorKind::Count => Ok(Relation {
-                sql: select(&["count(*) AS \"Count\"".to_owned()], &relation.sql, ""),
-                columns: vec![Column { name: "Count".into(), ty: Type::Long }],
-                order: Vec::new(),
-            }),
+            OperatorKind::Count => {
+                let relation = self.unlimited(relation);
+                let sql = relation.select(&["count(*) AS \"Count\"".to_owned()], "");
+                Ok(Relation::over(&sql, vec![("Count".into(), Type::Long)]))
+            }
             OperatorKind::Join { kind, right, on } => self.join(relation, *kind, right, on, lets),
-            OperatorKind::MvExpand { name, expr } => self.mv_expand(relation, name.as_ref(), expr, lets),
+            OperatorKind::MvExpand { name, expr } => {
+                self.mv_expand(self.unlimited(relation), name.as_ref(), expr, lets)
+            }
         }
     }
 
@@ -295,86 +386,25 @@ impl Compiler {
         scope.column(&name.text).ok_or_else(|| scope.unknown_column(&name.text, name.position))
     }
 
-    fn project(&self, relation: Relation, assignments: &[Assignment], lets: &[Let]) -> Result<Relation> {
+    fn sort(&self, relation: Relation, keys: &[SortKey], lets: &[Let]) -> Result<Relation> {
         let scope = self.scope(&relation.columns, lets, false);
-        let mut columns: Vec<Column> = Vec::new();
-        let mut items = Vec::new();
-        let mut unnamed = 0;
-        for assignment in assignments {
-            let (sql, ty) = scope.materialize(scope.compile(&assignment.expr)?);
-            let name = match &assignment.name {
-                Some(name) => name.text.clone(),
-                None => default_name(&assignment.expr, &mut unnamed),
-            };
-            if columns.iter().any(|c| c.name == name) {
-                return Err(KqlError::DuplicateColumn { position: assignment.expr.position, name });
-            }
-            items.push(aliased(&sql, &name));
-            columns.push(Column { name, ty });
-        }
-        items.extend(relation.order.iter().map(|key| quote_identifier(&key.column)));
-        Ok(Relation { sql: select(&items, &relation.sql, ""), columns, order: relation.order })
+        let order = keys
+            .iter()
+            .map(|key| {
+                let value = scope.compile(&key.expr)?;
+                let sql = match value.ty() {
+                    // A dynamic key sorts by its text: JSON has no order of its own.
+                    Type::Dynamic(_) => scope.dynamic_text(value),
+                    _ => scope.materialize(value).0,
+                };
+                Ok(OrderKey { sql, descending: key.descending, nulls_first: key.nulls_first })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Relation { order, ..relation })
     }
 
-    /// One `extend` stage: every assignment named, none reading another's column.
-    fn extend(&self, relation: Relation, assignments: &[Assignment], lets: &[Let]) -> Result<Relation> {
-        if assignments.is_empty() {
-            return Ok(relation);
-        }
-        let scope = self.scope(&relation.columns, lets, false);
-        let mut columns = relation.columns.clone();
-        let mut items = relation.visible();
-        for assignment in assignments {
-            let name = assignment.name.as_ref().expect("extend names every assignment").text.clone();
-            let (sql, ty) = scope.materialize(scope.compile(&assignment.expr)?);
-            let item = aliased(&sql, &name);
-            // An existing column is replaced where it stands, as KQL does.
-            match columns.iter().position(|c| c.name == name) {
-                Some(index) => {
-                    items[index] = item;
-                    columns[index].ty = ty;
-                }
-                None => {
-                    items.push(item);
-                    columns.push(Column { name, ty });
-                }
-            }
-        }
-        items.extend(relation.order.iter().map(|key| quote_identifier(&key.column)));
-        Ok(Relation { sql: select(&items, &relation.sql, ""), columns, order: relation.order })
-    }
-
-    /// `order by`, or `top` when `limit` is given.
-    fn sort(&self, relation: Relation, keys: &[SortKey], limit: Option<u64>, lets: &[Let]) -> Result<Relation> {
-        let scope = self.scope(&relation.columns, lets, false);
-        let mut items = relation.visible();
-        let mut order = Vec::new();
-        for (index, key) in keys.iter().enumerate() {
-            let value = scope.compile(&key.expr)?;
-            let sql = match value.ty() {
-                // A dynamic key sorts by its text: JSON has no order of its own.
-                Type::Dynamic(_) => scope.dynamic_text(value),
-                _ => scope.materialize(value).0,
-            };
-            let column = format!("__order_{}", index + 1);
-            items.push(aliased(&sql, &column));
-            order.push(OrderKey { column, descending: key.descending, nulls_first: key.nulls_first });
-        }
-        let rest = match limit {
-            Some(count) => format!("\nORDER BY {}\nLIMIT {count}", order_by(&order)),
-            None => String::new(),
-        };
-        Ok(Relation { sql: select(&items, &relation.sql, &rest), columns: relation.columns, order })
-    }
-
-    fn summarize(
-        &self,
-        relation: Relation,
-        aggregates: &[Assignment],
-        by: &[Assignment],
-        lets: &[Let],
-        position: Position,
-    ) -> Result<Relation> {
+    /// Each `by` key's SQL and column.
+    fn keys(&self, relation: &Relation, by: &[Assignment], lets: &[Let]) -> Result<Vec<(String, Column)>> {
         let scope = self.scope(&relation.columns, lets, false);
         let mut unnamed = 0;
         let mut keys: Vec<(String, Column)> = Vec::new();
@@ -385,43 +415,52 @@ impl Compiler {
                 None => default_name(&key.expr, &mut unnamed),
             };
             if keys.iter().any(|(_, c)| c.name == name) {
-                return Err(KqlError::DuplicateColumn { position: key.expr.position, name });
+                return Err(duplicate(key, name));
             }
-            keys.push((sql, Column { name, ty }));
+            keys.push((sql.clone(), Column { name, value: Value::Sql { sql, ty } }));
         }
-        let extreme = aggregates.iter().find(|a| {
-            matches!(&a.expr.kind, ExprKind::Call { name, .. } if name == "arg_max" || name == "arg_min")
-        });
-        if let Some(extreme) = extreme {
+        Ok(keys)
+    }
+
+    fn summarize(
+        &self,
+        relation: Relation,
+        aggregates: &[Assignment],
+        by: &[Assignment],
+        lets: &[Let],
+    ) -> Result<Relation> {
+        let keys = self.keys(&relation, by, lets)?;
+        let is_extreme = |a: &&Assignment| matches!(&a.expr.kind, ExprKind::Call { name, .. } if name == "arg_max" || name == "arg_min");
+        if let Some(extreme) = aggregates.iter().find(is_extreme) {
             if aggregates.len() > 1 {
                 return Err(KqlError::Unsupported {
-                    position,
+                    position: extreme.expr.position,
                     construct: "arg_max or arg_min with other aggregations".into(),
                     hint: "summarize arg_max(...) by ... alone, then join or summarize again".into(),
                 });
             }
             return self.arg_extreme(relation, keys, extreme, lets);
         }
-        let aggregate_scope = self.scope(&relation.columns, lets, true);
+        let scope = self.scope(&relation.columns, lets, true);
         let mut columns: Vec<Column> = keys.iter().map(|(_, c)| c.clone()).collect();
-        let mut items: Vec<String> = keys.iter().map(|(sql, c)| aliased(sql, &c.name)).collect();
+        let mut unnamed = 0;
         for aggregate in aggregates {
-            let (sql, ty) = aggregate_scope.materialize(aggregate_scope.compile(&aggregate.expr)?);
+            // A default name gives way (`sum_X1`); a name given twice is a mistake.
             let name = match &aggregate.name {
+                Some(name) if columns.iter().any(|c| c.name == name.text) => {
+                    return Err(duplicate(aggregate, name.text.clone()));
+                }
                 Some(name) => name.text.clone(),
-                None => aggregate_name(&aggregate.expr, &mut unnamed),
+                None => unique_name(&aggregate_name(&aggregate.expr, &mut unnamed), &columns),
             };
-            if columns.iter().any(|c| c.name == name) {
-                return Err(KqlError::DuplicateColumn { position: aggregate.expr.position, name });
-            }
-            items.push(aliased(&sql, &name));
-            columns.push(Column { name, ty });
+            columns.push(Column { name, value: scope.compile(&aggregate.expr)? });
         }
         let group_by = match keys.is_empty() {
             true => String::new(),
             false => format!("\nGROUP BY {}", keys.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(", ")),
         };
-        Ok(Relation { sql: select(&items, &relation.sql, &group_by), columns, order: Vec::new() })
+        let (sql, columns) = self.query(&Relation { columns, order: Vec::new(), ..relation }, false);
+        Ok(Relation::over(&(sql + &group_by), columns))
     }
 
     /// `summarize arg_max(expr, cols) by keys`: each group's row where `expr` is largest, by
@@ -434,10 +473,9 @@ impl Compiler {
         lets: &[Let],
     ) -> Result<Relation> {
         let ExprKind::Call { name: function, args } = &extreme.expr.kind else { unreachable!("found as a call") };
-        let position = extreme.expr.position;
         let Some((measured, returned)) = args.split_first().filter(|(_, returned)| !returned.is_empty()) else {
             return Err(KqlError::WrongArguments {
-                position,
+                position: extreme.expr.position,
                 function: function.clone(),
                 expected: "the expression to maximize, then `*` or the columns to return",
             });
@@ -447,24 +485,17 @@ impl Compiler {
         let measured_name = match (&extreme.name, &measured.kind) {
             (Some(name), _) => name.text.clone(),
             (None, ExprKind::Name(name)) => scope.column(name).map_or(name.clone(), |c| c.name.clone()),
-            (None, _) => format!("{}_{}", &function[4..], default_name(measured, &mut 0)),
+            // `max_` or `min_` and the column read, as KQL names aggregations.
+            (None, _) => format!("{}_{}", &function[4..], first_column(measured).unwrap_or_default()),
         };
-        let mut columns: Vec<Column> = keys.iter().map(|(_, c)| c.clone()).collect();
-        let mut items: Vec<String> =
-            keys.iter().enumerate().map(|(i, (_, c))| aliased(&quote_identifier(&format!("__key_{i}")), &c.name)).collect();
-        let measured_name = unique_name(&measured_name, &columns);
-        items.push(aliased("\"__measured\"", &measured_name));
-        columns.push(Column { name: measured_name, ty: measured_ty });
         let returned: Vec<&Column> = match returned {
-            [Expr { kind: ExprKind::Star, .. }] => relation
-                .columns
-                .iter()
-                .filter(|c| !columns.iter().any(|taken| taken.name == c.name))
-                .collect(),
+            [Expr { kind: ExprKind::Star, .. }] => relation.columns.iter().collect(),
             returned => returned
                 .iter()
                 .map(|expr| match &expr.kind {
-                    ExprKind::Name(name) => self.existing(&relation.columns, &Name { text: name.clone(), position: expr.position }, lets),
+                    ExprKind::Name(name) => {
+                        self.existing(&relation.columns, &Name { text: name.clone(), position: expr.position }, lets)
+                    }
                     _ => Err(KqlError::Unsupported {
                         position: expr.position,
                         construct: format!("an expression among {function}'s returned columns"),
@@ -473,24 +504,48 @@ impl Compiler {
                 })
                 .collect::<Result<_>>()?,
         };
-        for column in returned {
-            if columns.iter().any(|c| c.name == column.name) {
-                continue;
-            }
-            items.push(quote_identifier(&column.name));
-            columns.push(column.clone());
+        // The ranked rows: the input's columns, the keys, the measure and each row's rank.
+        let mut ranked: Vec<(String, Type)> = Vec::new();
+        let mut items = Vec::new();
+        for column in &relation.columns {
+            let (sql, ty) = scope.materialize(column.value.clone());
+            items.push(aliased(&sql, &column.name));
+            ranked.push((column.name.clone(), ty));
         }
-        let mut inner = relation.visible();
-        inner.extend(keys.iter().enumerate().map(|(i, (sql, _))| format!("{sql} AS \"__key_{i}\"")));
-        inner.push(format!("{measured_sql} AS \"__measured\""));
+        for (index, (sql, _)) in keys.iter().enumerate() {
+            items.push(format!("{sql} AS \"__key_{index}\""));
+        }
+        items.push(format!("{measured_sql} AS \"__measured\""));
         let partition = match keys.is_empty() {
             true => String::new(),
-            false => format!("PARTITION BY {} ", keys.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(", ")),
+            false => {
+                format!("PARTITION BY {} ", keys.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(", "))
+            }
         };
         let direction = if function == "arg_max" { "DESC" } else { "ASC" };
-        inner.push(format!("ROW_NUMBER() OVER ({partition}ORDER BY {measured_sql} {direction} NULLS LAST) AS \"__rank\""));
-        let ranked = select(&inner, &relation.sql, "");
-        Ok(Relation { sql: select(&items, &ranked, "\nWHERE \"__rank\" = 1"), columns, order: Vec::new() })
+        items.push(format!(
+            "ROW_NUMBER() OVER ({partition}ORDER BY {measured_sql} {direction} NULLS LAST) AS \"__rank\""
+        ));
+        // The output: keys, the measure, then the returned columns not already there.
+        let mut columns: Vec<Column> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, (_, key))| Column {
+                name: key.name.clone(),
+                value: Value::column(&format!("__key_{index}"), key.value.ty()),
+            })
+            .collect();
+        let measured_name = unique_name(&measured_name, &columns);
+        columns.push(Column { name: measured_name, value: Value::column("__measured", measured_ty) });
+        for column in returned {
+            if !columns.iter().any(|c| c.name == column.name) {
+                let ty =
+                    ranked.iter().find(|(name, _)| *name == column.name).map(|(_, ty)| *ty).expect("an input column");
+                columns.push(Column { name: column.name.clone(), value: Value::column(&column.name, ty) });
+            }
+        }
+        let sql = relation.select(&items, "");
+        Ok(Relation { columns, conditions: vec!["(\"__rank\" = 1)".into()], ..Relation::over(&sql, vec![]) })
     }
 
     fn join(&self, left: Relation, kind: JoinKind, right: &Pipeline, on: &[JoinKey], lets: &[Let]) -> Result<Relation> {
@@ -498,33 +553,43 @@ impl Compiler {
         let mut conditions = Vec::new();
         let mut left_keys = Vec::new();
         for key in on {
-            let left_column = self.existing(&left.columns, &key.left, lets)?;
-            let right_column = self.existing(&right.columns, &key.right, lets)?;
-            left_keys.push(quote_identifier(&left_column.name));
-            conditions.push(format!(
-                "l.{} = r.{}",
-                quote_identifier(&left_column.name),
-                quote_identifier(&right_column.name)
-            ));
+            let left_column = self.existing(&left.columns, &key.left, lets)?.name.clone();
+            let right_column = self.existing(&right.columns, &key.right, lets)?.name.clone();
+            left_keys.push(quote_identifier(&left_column));
+            conditions.push(format!("l.{} = r.{}", quote_identifier(&left_column), quote_identifier(&right_column)));
         }
         let condition = conditions.join(" AND ");
-        let qualified = |alias: &str, relation: &Relation| -> Vec<String> {
-            relation.visible().iter().map(|column| format!("{alias}.{column}")).collect()
+        let (left_sql, left_columns) = self.query(&left, false);
+        let (right_sql, right_columns) = self.query(&right, false);
+        let qualified = |alias: &str, columns: &[(String, Type)]| -> Vec<Column> {
+            let qualify = |(name, ty): &(String, Type)| Column {
+                name: name.clone(),
+                value: Value::Sql { sql: format!("{alias}.{}", quote_identifier(name)), ty: *ty },
+            };
+            columns.iter().map(qualify).collect()
         };
-        let semi = |kept: &Relation, kept_alias: &str, other: &Relation, other_alias: &str, negated: bool| {
+        let semi = |(kept, kept_alias, kept_columns): (&str, &str, &[(String, Type)]),
+                    (other, other_alias): (&str, &str),
+                    negated: bool| {
             let not = if negated { "NOT " } else { "" };
-            let sql = format!(
-                "SELECT {}\nFROM (\n{}\n) AS {kept_alias}\nWHERE {not}EXISTS (SELECT 1 FROM (\n{}\n) AS {other_alias} WHERE {condition})",
-                qualified(kept_alias, kept).join(", "),
-                kept.sql,
-                other.sql,
-            );
-            Relation { sql, columns: kept.columns.clone(), order: Vec::new() }
+            Relation {
+                from: format!("(\n{kept}\n) AS {kept_alias}"),
+                columns: qualified(kept_alias, kept_columns),
+                conditions: vec![format!(
+                    "{not}EXISTS (SELECT 1 FROM (\n{other}\n) AS {other_alias} WHERE {condition})"
+                )],
+                order: Vec::new(),
+                limit: None,
+            }
         };
         let keyword = match kind {
-            JoinKind::LeftSemi | JoinKind::LeftAnti => return Ok(semi(&left, "l", &right, "r", kind == JoinKind::LeftAnti)),
+            JoinKind::LeftSemi | JoinKind::LeftAnti => {
+                let kept = (left_sql.as_str(), "l", left_columns.as_slice());
+                return Ok(semi(kept, (&right_sql, "r"), kind == JoinKind::LeftAnti));
+            }
             JoinKind::RightSemi | JoinKind::RightAnti => {
-                return Ok(semi(&right, "r", &left, "l", kind == JoinKind::RightAnti));
+                let kept = (right_sql.as_str(), "r", right_columns.as_slice());
+                return Ok(semi(kept, (&left_sql, "l"), kind == JoinKind::RightAnti));
             }
             JoinKind::InnerUnique | JoinKind::Inner => "INNER JOIN",
             JoinKind::LeftOuter => "LEFT JOIN",
@@ -534,25 +599,28 @@ impl Compiler {
         let left_sql = match kind {
             // innerunique keeps one (any) left row per key before joining.
             JoinKind::InnerUnique => {
-                let mut ranked = left.visible();
+                let mut ranked: Vec<String> = left_columns.iter().map(|(name, _)| quote_identifier(name)).collect();
+                let names = ranked.join(", ");
                 ranked.push(format!("ROW_NUMBER() OVER (PARTITION BY {}) AS \"__rank\"", left_keys.join(", ")));
-                select(&left.visible(), &select(&ranked, &left.sql, ""), "\nWHERE \"__rank\" = 1")
+                format!(
+                    "SELECT {names}\nFROM (\nSELECT {}\nFROM (\n{left_sql}\n) AS s\n) AS s\nWHERE \"__rank\" = 1",
+                    ranked.join(", ")
+                )
             }
-            _ => left.sql.clone(),
+            _ => left_sql,
         };
-        let mut columns = left.columns.clone();
-        let mut items = qualified("l", &left);
-        for column in &right.columns {
+        let mut columns = qualified("l", &left_columns);
+        for column in qualified("r", &right_columns) {
             let name = unique_name(&column.name, &columns);
-            items.push(aliased(&format!("r.{}", quote_identifier(&column.name)), &name));
-            columns.push(Column { name, ..column.clone() });
+            columns.push(Column { name, ..column });
         }
-        let sql = format!(
-            "SELECT {}\nFROM (\n{left_sql}\n) AS l\n{keyword} (\n{}\n) AS r ON {condition}",
-            items.join(", "),
-            right.sql
-        );
-        Ok(Relation { sql, columns, order: Vec::new() })
+        Ok(Relation {
+            from: format!("(\n{left_sql}\n) AS l\n{keyword} (\n{right_sql}\n) AS r ON {condition}"),
+            columns,
+            conditions: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+        })
     }
 
     /// A row per element of a string list or a dynamic array (none for an empty or absent one).
@@ -560,8 +628,8 @@ impl Compiler {
         let scope = self.scope(&relation.columns, lets, false);
         let value = scope.compile(expr)?;
         let name = name.map_or_else(|| default_name(expr, &mut 0), |n| n.text.clone());
-        let (list, element_ty, elements_are_json) = match value.ty() {
-            Type::StringList => (scope.materialize(value).0, Type::String, false),
+        let (list, element_ty) = match value.ty() {
+            Type::StringList => (scope.materialize(value).0, Type::String),
             Type::Dynamic(_) => {
                 let json = scope.materialize(value).0;
                 let list = match self.dialect {
@@ -569,7 +637,7 @@ impl Compiler {
                     // `try`: text that is no JSON array expands to nothing, as on DataFusion.
                     Dialect::Trino => format!("try(CAST(json_parse({json}) AS ARRAY<JSON>))"),
                 };
-                (list, Type::Dynamic(Json::Any), true)
+                (list, Type::Dynamic(Json::Any))
             }
             other => {
                 return Err(KqlError::TypeMismatch {
@@ -578,57 +646,54 @@ impl Compiler {
                 });
             }
         };
-        let (element, from) = match self.dialect {
+        let mut relation = relation;
+        let element = match self.dialect {
             // DataFusion 55 plans no lateral `CROSS JOIN UNNEST(column)`; `unnest` in the select
-            // list expands the row.
-            Dialect::DataFusion => (format!("unnest({list})"), String::new()),
+            // list expands the row, and what follows reads it from a subquery.
+            Dialect::DataFusion => format!("unnest({list})"),
             Dialect::Trino => {
-                let element = match elements_are_json {
-                    true => "json_format(\"__element\")".to_owned(),
-                    false => "\"__element\"".to_owned(),
-                };
-                (element, format!("\nCROSS JOIN UNNEST({list}) AS e(\"__element\")"))
+                let unnest = self.unnests.get() + 1;
+                self.unnests.set(unnest);
+                let (alias, column) = (format!("e{unnest}"), format!("\"__element{unnest}\""));
+                relation.from += &format!("\nCROSS JOIN UNNEST({list}) AS {alias}({column})");
+                match element_ty {
+                    Type::String => column,
+                    _ => format!("json_format({column})"),
+                }
             }
         };
-        let mut columns = relation.columns.clone();
-        let mut items = relation.visible();
-        let item = aliased(&element, &name);
-        match columns.iter().position(|c| c.name == name) {
-            Some(index) => {
-                items[index] = item;
-                columns[index].ty = element_ty;
-            }
-            None => {
-                items.push(item);
-                columns.push(Column { name, ty: element_ty });
-            }
+        let value = Value::Sql { sql: element, ty: element_ty };
+        match relation.columns.iter_mut().find(|c| c.name == name) {
+            Some(column) => column.value = value,
+            None => relation.columns.push(Column { name, value }),
         }
-        items.extend(relation.order.iter().map(|key| quote_identifier(&key.column)));
-        let sql = format!("SELECT {}\nFROM (\n{}\n) AS {STAGE}{from}", items.join(", "), relation.sql);
-        Ok(Relation { sql, columns, order: relation.order })
+        Ok(match self.dialect {
+            Dialect::DataFusion => self.seal(relation),
+            Dialect::Trino => relation,
+        })
     }
 
-    /// The last stage: the sort applied, and dynamic values shown as KQL shows them (a string
-    /// without its JSON quotes).
+    /// The final `SELECT`: dynamic values shown as KQL shows them (a string without its JSON
+    /// quotes), the sort and limit applied.
     fn finish(&self, relation: Relation) -> String {
-        let shown = |c: &&Column| c.ty == Type::Dynamic(Json::Any);
-        if relation.order.is_empty() && !relation.columns.iter().any(|c| shown(&c)) {
-            return relation.sql;
-        }
         let scope = self.scope(&relation.columns, &[], false);
         let items: Vec<String> = relation
             .columns
             .iter()
-            .map(|c| {
-                let column = quote_identifier(&c.name);
-                match shown(&c) {
-                    true => aliased(&scope.dynamic_text(Value::Sql { sql: column, ty: c.ty }), &c.name),
-                    false => column,
-                }
+            .map(|column| {
+                let sql = match column.value.ty() {
+                    Type::Dynamic(Json::Any) => scope.dynamic_text(column.value.clone()),
+                    _ => scope.materialize(column.value.clone()).0,
+                };
+                aliased(&sql, &column.name)
             })
             .collect();
-        select(&items, &relation.sql, &relation.order_by())
+        relation.select(&items, &(relation.order_by() + &relation.limit()))
     }
+}
+
+fn hidden_order_column(index: usize) -> String {
+    format!("__order_{}", index + 1)
 }
 
 #[cfg(test)]

@@ -67,19 +67,25 @@ impl Type {
     }
 }
 
-/// A column of a pipeline stage.
-#[derive(Clone, Debug, PartialEq)]
+/// A column of a pipeline stage, and how to compute it from the stage's source.
+#[derive(Clone, Debug)]
 pub(super) struct Column {
     pub name: String,
-    pub ty: Type,
+    pub value: Value,
 }
 
 /// A compiled expression.
 #[derive(Clone, Debug)]
 pub(super) enum Value {
-    Sql { sql: String, ty: Type },
+    Sql {
+        sql: String,
+        ty: Type,
+    },
     /// Steps into the JSON text `document`, not yet written as SQL.
-    Path { document: String, steps: Vec<Step> },
+    Path {
+        document: String,
+        steps: Vec<Step>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +97,10 @@ pub(super) enum Step {
 impl Value {
     fn sql(sql: impl Into<String>, ty: Type) -> Value {
         Value::Sql { sql: sql.into(), ty }
+    }
+
+    pub(super) fn column(name: &str, ty: Type) -> Value {
+        Value::sql(quote_identifier(name), ty)
     }
 
     pub(super) fn ty(&self) -> Type {
@@ -121,7 +131,7 @@ fn json_path(steps: &[Step]) -> String {
 /// A regular expression matching any of `terms` as a whole term, as KQL's `has` does: not
 /// inside a longer run of letters and digits. It is written for both engines' regex syntax
 /// (Rust's and Java's), escaping only what is special to both.
-pub(super) fn term_regex(terms: &[String], case_sensitive: bool) -> String {
+fn term_regex(terms: &[String], case_sensitive: bool) -> String {
     let escaped: Vec<String> = terms
         .iter()
         .map(|term| {
@@ -199,9 +209,16 @@ impl<'a> Scope<'a> {
         let position = expr.position;
         Ok(match &expr.kind {
             ExprKind::Name(name) => match self.column(name) {
-                Some(column) => Value::sql(quote_identifier(&column.name), column.ty),
+                Some(column) => column.value.clone(),
                 None => match self.scalar_let(name) {
                     Some((value, scope)) => scope.compile(value)?,
+                    None if self.lets.iter().any(|l| l.name.text == *name) => {
+                        return Err(KqlError::Unsupported {
+                            position,
+                            construct: format!("the tabular let `{name}` as a value"),
+                            hint: "a query's rows are matched with join kind=leftsemi (or leftanti)".into(),
+                        });
+                    }
                     None => return Err(self.unknown_column(name, position)),
                 },
             },
@@ -284,11 +301,11 @@ impl<'a> Scope<'a> {
     /// `value` as SQL for a column of its own: a path becomes its JSON text.
     pub(super) fn materialize(&self, value: Value) -> (String, Type) {
         let ty = value.ty();
-        (self.json(value), ty)
+        (self.sql(value), ty)
     }
 
-    /// The JSON text of a dynamic value (or the SQL of any other).
-    fn json(&self, value: Value) -> String {
+    /// A value's SQL: a path's is its JSON text.
+    fn sql(&self, value: Value) -> String {
         match value {
             Value::Path { document, steps } => self.dialect.json_extract(&document, &json_path(&steps)),
             Value::Sql { sql, .. } => sql,
@@ -305,10 +322,12 @@ impl<'a> Scope<'a> {
 
     /// `tostring(value)`: a string as it is, a dynamic string without quotes, other dynamic
     /// values as JSON, numbers and instants as the engine writes them.
-    pub(super) fn string(&self, value: Value, position: Position) -> Result<String> {
+    fn string(&self, value: Value, position: Position) -> Result<String> {
         Ok(match value {
             Value::Sql { sql, ty: Type::String | Type::Dynamic(Json::Object | Json::AuditEvent) } => sql,
-            dynamic @ (Value::Path { .. } | Value::Sql { ty: Type::Dynamic(Json::Any), .. }) => self.dynamic_text(dynamic),
+            dynamic @ (Value::Path { .. } | Value::Sql { ty: Type::Dynamic(Json::Any), .. }) => {
+                self.dynamic_text(dynamic)
+            }
             Value::Sql { ty: Type::StringList, .. } => {
                 return Err(type_mismatch(
                     position,
@@ -323,7 +342,7 @@ impl<'a> Scope<'a> {
 
     /// A dynamic value as KQL shows it: a string without its JSON quotes, anything else as JSON.
     pub(super) fn dynamic_text(&self, value: Value) -> String {
-        let json = self.json(value.clone());
+        let json = self.sql(value.clone());
         format!("COALESCE({}, {json})", self.scalar_text(value))
     }
 
@@ -340,7 +359,7 @@ impl<'a> Scope<'a> {
     /// values are left to the engine's own coercions.
     fn as_type(&self, value: Value, target: Type, position: Position) -> Result<String> {
         if !matches!(value.ty(), Type::Dynamic(_)) {
-            return Ok(self.json(value));
+            return Ok(self.sql(value));
         }
         let text = self.scalar_text(value);
         Ok(match target {
@@ -350,7 +369,10 @@ impl<'a> Scope<'a> {
             Type::Bool => format!("TRY_CAST({text} AS BOOLEAN)"),
             Type::DateTime => self.dialect.parse_timestamp(&text),
             Type::Timespan | Type::StringList => {
-                return Err(type_mismatch(position, format!("a dynamic value does not compare with {}", target.kql_name())));
+                return Err(type_mismatch(
+                    position,
+                    format!("a dynamic value does not compare with {}", target.kql_name()),
+                ));
             }
         })
     }
@@ -367,7 +389,7 @@ impl<'a> Scope<'a> {
     pub(super) fn boolean(&self, expr: &Expr) -> Result<String> {
         let value = self.compile(expr)?;
         match value.ty() {
-            Type::Bool => Ok(self.json(value)),
+            Type::Bool => Ok(self.sql(value)),
             Type::Dynamic(_) => self.as_type(value, Type::Bool, expr.position),
             other => Err(type_mismatch(expr.position, format!("expected a bool, found {}", other.kql_name()))),
         }
@@ -375,7 +397,7 @@ impl<'a> Scope<'a> {
 
     fn numeric(&self, value: Value, position: Position) -> Result<(String, Type)> {
         match value.ty() {
-            ty @ (Type::Long | Type::Real | Type::Timespan) => Ok((self.json(value), ty)),
+            ty @ (Type::Long | Type::Real | Type::Timespan) => Ok((self.sql(value), ty)),
             Type::Dynamic(_) => Ok((self.as_type(value, Type::Real, position)?, Type::Real)),
             other => Err(type_mismatch(position, format!("expected a number, found {}", other.kql_name()))),
         }
@@ -456,16 +478,16 @@ impl<'a> Scope<'a> {
                 return Ok(Value::sql(format!("({left} {symbol} {right})"), ty));
             }
         };
-        Ok(Value::sql(format!("({} {symbol} {})", self.json(left), self.json(right)), ty))
+        Ok(Value::sql(format!("({} {symbol} {})", self.sql(left), self.sql(right)), ty))
     }
 
     /// `isempty(expr)` (or `isnotempty` when not `empty`).
     fn emptiness(&self, expr: &Expr, empty: bool) -> Result<String> {
         let value = self.compile(expr)?;
         let test = match value.ty() {
-            Type::String => format!("({0} IS NULL OR {0} = '')", self.json(value)),
-            Type::Dynamic(_) => format!("(COALESCE({}, 'null') IN ('null', '\"\"'))", self.json(value)),
-            _ => format!("({} IS NULL)", self.json(value)),
+            Type::String => format!("({0} IS NULL OR {0} = '')", self.sql(value)),
+            Type::Dynamic(_) => format!("(COALESCE({}, 'null') IN ('null', '\"\"'))", self.sql(value)),
+            _ => format!("({} IS NULL)", self.sql(value)),
         };
         Ok(if empty { test } else { format!("(NOT {test})") })
     }
@@ -474,8 +496,8 @@ impl<'a> Scope<'a> {
     fn nullness(&self, expr: &Expr, null: bool) -> Result<String> {
         let value = self.compile(expr)?;
         let test = match value.ty() {
-            Type::Dynamic(_) => format!("(COALESCE({}, 'null') = 'null')", self.json(value)),
-            _ => format!("({} IS NULL)", self.json(value)),
+            Type::Dynamic(_) => format!("(COALESCE({}, 'null') = 'null')", self.sql(value)),
+            _ => format!("({} IS NULL)", self.sql(value)),
         };
         Ok(if null { test } else { format!("(NOT {test})") })
     }
@@ -495,7 +517,8 @@ impl<'a> Scope<'a> {
                 return Err(KqlError::Unsupported {
                     position: right.position,
                     construct: "a `has` term that is not a string literal".into(),
-                    hint: "write the term as a literal (or a `let` of one); use `contains` to search for a value".into(),
+                    hint: "write the term as a literal (or a `let` of one); use `contains` to search for a value"
+                        .into(),
                 });
             };
             format!("regexp_like({haystack}, {})", quote_string(&term_regex(&[term], op.case_sensitive)))
@@ -564,12 +587,14 @@ impl<'a> Scope<'a> {
                     return Ok(if op == ListOp::HasAny { "FALSE" } else { "TRUE" }.into());
                 }
                 let haystack = self.searched_text(value, position)?;
-                let matches = |terms: &[String]| {
-                    format!("regexp_like({haystack}, {})", quote_string(&term_regex(terms, false)))
-                };
+                let matches =
+                    |terms: &[String]| format!("regexp_like({haystack}, {})", quote_string(&term_regex(terms, false)));
                 Ok(match op {
                     ListOp::HasAny => matches(&terms),
-                    _ => format!("({})", terms.iter().map(|t| matches(std::slice::from_ref(t))).collect::<Vec<_>>().join(" AND ")),
+                    _ => format!(
+                        "({})",
+                        terms.iter().map(|t| matches(std::slice::from_ref(t))).collect::<Vec<_>>().join(" AND ")
+                    ),
                 })
             }
             ListOp::In { negated, case_sensitive } => {
@@ -605,13 +630,6 @@ impl<'a> Scope<'a> {
         }
     }
 
-    fn arguments(&self, function: &str, args: &[Expr], counts: &[usize], expected: &'static str, position: Position) -> Result<()> {
-        match counts.contains(&args.len()) {
-            true => Ok(()),
-            false => Err(KqlError::WrongArguments { position, function: function.to_owned(), expected }),
-        }
-    }
-
     fn call(&self, name: &str, args: &[Expr], position: Position) -> Result<Value> {
         if matches!(name, "arg_max" | "arg_min") {
             return Err(KqlError::Unsupported {
@@ -623,7 +641,7 @@ impl<'a> Scope<'a> {
         if AGGREGATE_FUNCTIONS.contains(&name) {
             return self.aggregate(name, args, position);
         }
-        let arity = |counts: &[usize], expected| self.arguments(name, args, counts, expected, position);
+        let arity = |counts: &[usize], expected| check_arity(name, args.len(), counts, expected, position);
         let arg = |index: usize| self.compile(&args[index]);
         let string_arg = |index: usize| self.string(self.compile(&args[index])?, args[index].position);
         let value = match name {
@@ -663,7 +681,7 @@ impl<'a> Scope<'a> {
                 let value = arg(0)?;
                 let sql = match value.ty() {
                     Type::Dynamic(_) => self.scalar_text(value),
-                    _ => self.json(value),
+                    _ => self.sql(value),
                 };
                 Value::sql(format!("TRY_CAST({sql} AS {sql_type})"), ty)
             }
@@ -683,7 +701,11 @@ impl<'a> Scope<'a> {
             }
             "strcat" => {
                 if args.is_empty() {
-                    return Err(KqlError::WrongArguments { position, function: name.into(), expected: "one or more values" });
+                    return Err(KqlError::WrongArguments {
+                        position,
+                        function: name.into(),
+                        expected: "one or more values",
+                    });
                 }
                 // Trino's concat is NULL when any argument is; KQL's absent strings are empty.
                 let parts = (0..args.len()).map(|i| Ok(format!("COALESCE({}, '')", string_arg(i)?)));
@@ -711,8 +733,15 @@ impl<'a> Scope<'a> {
                 arity(&[1], "one dynamic array or string list")?;
                 let sql = match arg(0)? {
                     Value::Sql { sql, ty: Type::StringList } => format!("cardinality({sql})"),
-                    value if matches!(value.ty(), Type::Dynamic(_)) => format!("json_array_length({})", self.json(value)),
-                    value => return Err(type_mismatch(position, format!("array_length takes an array, not {}", value.ty().kql_name()))),
+                    value if matches!(value.ty(), Type::Dynamic(_)) => {
+                        format!("json_array_length({})", self.sql(value))
+                    }
+                    value => {
+                        return Err(type_mismatch(
+                            position,
+                            format!("array_length takes an array, not {}", value.ty().kql_name()),
+                        ));
+                    }
                 };
                 Value::sql(sql, Type::Long)
             }
@@ -728,7 +757,7 @@ impl<'a> Scope<'a> {
                 Value::sql(format!("CASE WHEN {condition} THEN {} ELSE {} END", values[0], values[1]), ty)
             }
             "case" => {
-                if args.len() < 3 || args.len() % 2 == 0 {
+                if args.len() < 3 || args.len().is_multiple_of(2) {
                     return Err(KqlError::WrongArguments {
                         position,
                         function: name.into(),
@@ -747,7 +776,11 @@ impl<'a> Scope<'a> {
             }
             "coalesce" => {
                 if args.is_empty() {
-                    return Err(KqlError::WrongArguments { position, function: name.into(), expected: "one or more values" });
+                    return Err(KqlError::WrongArguments {
+                        position,
+                        function: name.into(),
+                        expected: "one or more values",
+                    });
                 }
                 let (values, ty) = self.unify(args)?;
                 Value::sql(format!("COALESCE({})", values.join(", ")), ty)
@@ -769,9 +802,12 @@ impl<'a> Scope<'a> {
                 arity(&[1], "a datetime")?;
                 let value = arg(0)?;
                 if value.ty() != Type::DateTime {
-                    return Err(type_mismatch(position, format!("startofday takes a datetime, not {}", value.ty().kql_name())));
+                    return Err(type_mismatch(
+                        position,
+                        format!("startofday takes a datetime, not {}", value.ty().kql_name()),
+                    ));
                 }
-                Value::sql(format!("date_trunc('day', {})", self.json(value)), Type::DateTime)
+                Value::sql(format!("date_trunc('day', {})", self.sql(value)), Type::DateTime)
             }
             _ => {
                 return Err(KqlError::UnsupportedFunction {
@@ -788,14 +824,19 @@ impl<'a> Scope<'a> {
     fn list_arg(&self, expr: &Expr) -> Result<String> {
         match self.compile(expr)? {
             Value::Sql { sql, ty: Type::StringList } => Ok(sql),
-            value => Err(type_mismatch(expr.position, format!("expected a string list, found {}", value.ty().kql_name()))),
+            value => {
+                Err(type_mismatch(expr.position, format!("expected a string list, found {}", value.ty().kql_name())))
+            }
         }
     }
 
     fn timespan_arg(&self, expr: &Expr) -> Result<String> {
         match self.compile(expr)? {
             Value::Sql { sql, ty: Type::Timespan } => Ok(sql),
-            value => Err(type_mismatch(expr.position, format!("expected a timespan (1h, 7d), found {}", value.ty().kql_name()))),
+            value => Err(type_mismatch(
+                expr.position,
+                format!("expected a timespan (1h, 7d), found {}", value.ty().kql_name()),
+            )),
         }
     }
 
@@ -805,7 +846,7 @@ impl<'a> Scope<'a> {
         let (size_expr, _) = self.resolve_let(size);
         match (value.ty(), &size_expr.kind) {
             (Type::DateTime, ExprKind::Timespan(micros)) if *micros > 0 => {
-                Ok(Value::sql(self.dialect.bin_timestamp(&self.json(value), *micros), Type::DateTime))
+                Ok(Value::sql(self.dialect.bin_timestamp(&self.sql(value), *micros), Type::DateTime))
             }
             (Type::Long | Type::Real | Type::Dynamic(_), ExprKind::Long(_) | ExprKind::Real(_)) => {
                 let (sql, ty) = self.numeric(value, position)?;
@@ -838,7 +879,7 @@ impl<'a> Scope<'a> {
             .zip(exprs)
             .map(|(value, expr)| match ty {
                 Type::String => self.string(value, expr.position),
-                Type::Dynamic(_) => Ok(self.json(value)),
+                Type::Dynamic(_) => Ok(self.sql(value)),
                 _ => self.as_type(value, ty, expr.position),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -854,7 +895,7 @@ impl<'a> Scope<'a> {
             });
         }
         let inner = Scope { aggregates: false, ..*self };
-        let arity = |counts: &[usize], expected| self.arguments(name, args, counts, expected, position);
+        let arity = |counts: &[usize], expected| check_arity(name, args.len(), counts, expected, position);
         let column = |index: usize| -> Result<(String, Type)> {
             let value = inner.compile(&args[index])?;
             Ok(match value.ty() {
@@ -900,6 +941,20 @@ impl<'a> Scope<'a> {
             _ => unreachable!("AGGREGATE_FUNCTIONS lists the aggregations this compiles"),
         };
         Ok(Value::sql(sql, ty))
+    }
+}
+
+/// Whether a call has one of the argument counts its function takes.
+fn check_arity(
+    function: &str,
+    count: usize,
+    counts: &[usize],
+    expected: &'static str,
+    position: Position,
+) -> Result<()> {
+    match counts.contains(&count) {
+        true => Ok(()),
+        false => Err(KqlError::WrongArguments { position, function: function.to_owned(), expected }),
     }
 }
 

@@ -428,11 +428,10 @@ mod tests {
                 TokenKind::End,
             ]
         );
-        assert_eq!(kinds(r#"'it\'s\n' @"say ""hi""" "\u0041""#)[..3], [
-            TokenKind::String("it's\n".into()),
-            TokenKind::String("say \"hi\"".into()),
-            TokenKind::String("A".into()),
-        ]);
+        assert_eq!(
+            kinds(r#"'it\'s\n' @"say ""hi""" "\u0041" h'hidden'"#)[..4],
+            ["it's\n", "say \"hi\"", "A", "hidden"].map(|text| TokenKind::String(text.into()))
+        );
     }
 
     #[test]

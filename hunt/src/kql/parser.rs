@@ -232,7 +232,10 @@ impl Parser {
         }
     }
 
-    fn comma_separated<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, KqlError>) -> Result<Vec<T>, KqlError> {
+    fn comma_separated<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, KqlError>,
+    ) -> Result<Vec<T>, KqlError> {
         let mut items = vec![item(self)?];
         while self.eat_symbol(",") {
             items.push(item(self)?);
@@ -306,7 +309,9 @@ impl Parser {
                 self.expect_symbol(")")?;
                 right
             }
-            false => Pipeline { source: self.name("`(` and the right side's query, or a table name")?, operators: vec![] },
+            false => {
+                Pipeline { source: self.name("`(` and the right side's query, or a table name")?, operators: vec![] }
+            }
         };
         self.expect_word("on")?;
         let on = self.comma_separated(|parser| {
@@ -326,7 +331,7 @@ impl Parser {
         Ok(OperatorKind::Join { kind, right, on })
     }
 
-    pub(super) fn expr(&mut self) -> Result<Expr, KqlError> {
+    fn expr(&mut self) -> Result<Expr, KqlError> {
         let mut left = self.and()?;
         while self.at_word("or") {
             let position = self.next().position;
@@ -496,7 +501,7 @@ impl Parser {
                     return Err(KqlError::InvalidLiteral { position, kind: "datetime", text, reason: reason.into() });
                 }
             },
-            TokenKind::Dynamic(text) => match serde_json::from_str(&text) {
+            TokenKind::Dynamic(text) => match serde_json::from_str(&double_quoted(&text)) {
                 Ok(value) => ExprKind::Dynamic(value),
                 Err(error) => {
                     let reason = format!("{error}; dynamic(...) takes JSON");
@@ -535,6 +540,36 @@ impl Parser {
     }
 }
 
+/// A `dynamic(...)` literal's text as JSON: KQL also quotes its strings with `'`.
+fn double_quoted(text: &str) -> String {
+    let mut json = String::with_capacity(text.len());
+    let mut quote = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                json.push('"');
+            }
+            (Some(open), c) if c == open => {
+                quote = None;
+                json.push('"');
+            }
+            (Some(_), '\\') => match chars.next() {
+                Some('\'') => json.push('\''),
+                Some(escaped) => {
+                    json.push('\\');
+                    json.push(escaped);
+                }
+                None => json.push('\\'),
+            },
+            (Some('\''), '"') => json.push_str("\\\""),
+            (_, c) => json.push(c),
+        }
+    }
+    json
+}
+
 fn binary(op: BinaryOp, left: Expr, right: Expr, position: Position) -> Expr {
     Expr { kind: ExprKind::Binary { op, left: Box::new(left), right: Box::new(right) }, position }
 }
@@ -557,7 +592,10 @@ mod tests {
         let ExprKind::Binary { op: BinaryOp::And, right, .. } = right.kind else { panic!("an and") };
         assert!(matches!(
             right.kind,
-            ExprKind::Binary { op: BinaryOp::Text(TextOp { kind: TextOpKind::Has, case_sensitive: false, negated: false }), .. }
+            ExprKind::Binary {
+                op: BinaryOp::Text(TextOp { kind: TextOpKind::Has, case_sensitive: false, negated: false }),
+                ..
+            }
         ));
         assert!(matches!(
             where_clause("A + 1 * 2 > 3"),
@@ -571,7 +609,9 @@ mod tests {
         let ExprKind::Binary { left, .. } = where_clause(r#"R.ObjectRef["name"][0] == 1"#) else { panic!() };
         let ExprKind::Index { base, index: 0 } = left.kind else { panic!("an index") };
         assert!(matches!(base.kind, ExprKind::Member { key, .. } if key == "name"));
-        assert!(matches!(where_clause("A !in~ ('x', 'y')"), ExprKind::List { op: ListOp::In { negated: true, case_sensitive: false }, items, .. } if items.len() == 2));
+        assert!(
+            matches!(where_clause("A !in~ ('x', 'y')"), ExprKind::List { op: ListOp::In { negated: true, case_sensitive: false }, items, .. } if items.len() == 2)
+        );
         assert!(matches!(where_clause("A between (1 .. 10)"), ExprKind::Between { negated: false, .. }));
         assert!(matches!(where_clause("A matches regex 'x+'"), ExprKind::Binary { op: BinaryOp::MatchesRegex, .. }));
     }
@@ -596,6 +636,13 @@ mod tests {
             on.iter().map(|k| (k.left.text.as_str(), k.right.text.as_str())).collect::<Vec<_>>(),
             [("A", "B"), ("C", "C")]
         );
+    }
+
+    #[test]
+    fn reads_dynamic_literals_with_either_quote() {
+        let ExprKind::List { items, .. } = where_clause(r#"A in (dynamic(['a"b', "c'd", 'e\'f']))"#) else { panic!() };
+        let ExprKind::Dynamic(value) = &items[0].kind else { panic!("a dynamic literal") };
+        assert_eq!(value, &serde_json::json!(["a\"b", "c'd", "e'f"]));
     }
 
     #[test]

@@ -49,14 +49,12 @@ impl TrinoServer {
     pub async fn start(data_root: &Path) -> Result<TrinoServer, String> {
         let java = JavaHome::find()?;
         let install = installation()?;
-        let data_root =
-            data_root.canonicalize().map_err(|e| format!("data root {}: {e}", data_root.display()))?;
+        let data_root = data_root.canonicalize().map_err(|e| format!("data root {}: {e}", data_root.display()))?;
         let dir = std::env::temp_dir().join(format!("riposte-trino-{}-{}", std::process::id(), unique()));
         create_dir(&dir.join("etc/catalog"))?;
-        create_dir(&dir.join("data"))?;
         let metastore = data_root.join(METASTORE_DIR);
         let port = free_port();
-        write(&dir.join("etc/config.properties"), &config_properties(&dir, &install, port))?;
+        write(&dir.join("etc/config.properties"), &config_properties(&install, port))?;
         write(&dir.join("etc/catalog/hive.properties"), &hive_properties(&data_root))?;
 
         // Class data sharing: the classes a first start loads are archived when it stops, and
@@ -75,9 +73,10 @@ impl TrinoServer {
             .args(JVM_FLAGS)
             .arg(archive_flag)
             .arg(format!("-Dconfig={}", dir.join("etc/config.properties").display()))
-                .arg("io.trino.server.TrinoServer")
-            // The node's data directory is the working directory (as the launcher does it).
-            .current_dir(dir.join("data"))
+            .arg("io.trino.server.TrinoServer")
+            // The working directory is the node's data directory, and where Trino looks for
+            // `etc/catalog/`.
+            .current_dir(&dir)
             .env("JAVA_HOME", &java.home)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -199,7 +198,7 @@ const JVM_FLAGS: &[&str] = &[
 /// The server's and the node's properties in one file: Trino's launcher would pass those of
 /// `node.properties` as system properties, and it is not used here (`java` is started directly,
 /// so that the JVM is this process's child and its flags are in this file).
-fn config_properties(dir: &Path, install: &Path, port: u16) -> String {
+fn config_properties(install: &Path, port: u16) -> String {
     format!(
         "node.environment=test
 node.id=riposte-test
@@ -209,10 +208,12 @@ coordinator=true
 node-scheduler.include-coordinator=true
 http-server.http.port={port}
 discovery.uri=http://127.0.0.1:{port}
-catalog.config-dir={catalogs}
+# With static catalogs, a node runs a catalog's splits only once the node list, refreshed every
+# 5 s, has seen the node announce it: until then, queries on it fail with NO_NODES_AVAILABLE.
+# Dynamic ones (read from etc/catalog/ all the same) are on every active node at once.
+catalog.management=dynamic
 plugin.dir={plugins}
 ",
-        catalogs = dir.join("etc/catalog").display(),
         plugins = install.join("plugin").display()
     )
 }
@@ -225,10 +226,6 @@ hive.metastore=file
 hive.metastore.catalog.dir=local:///{METASTORE_DIR}
 fs.native-local.enabled=true
 local.location={}
-# Riposte writes microsecond timestamps; Hive's default precision would cut them to milliseconds.
-hive.timestamp-precision=MICROSECONDS
-# New partition directories are registered with CALL system.sync_partition_metadata.
-hive.allow-register-partition-procedure=true
 ",
         data_root.display()
     )
@@ -293,9 +290,9 @@ impl JavaHome {
 
     fn read(home: &Path) -> Option<JavaHome> {
         let release = std::fs::read_to_string(home.join("release")).ok()?;
-        let runtime_version = release.lines().find_map(|line| {
-            Some(line.strip_prefix("JAVA_RUNTIME_VERSION=")?.trim_matches('"').to_string())
-        })?;
+        let runtime_version = release
+            .lines()
+            .find_map(|line| Some(line.strip_prefix("JAVA_RUNTIME_VERSION=")?.trim_matches('"').to_string()))?;
         home.join("bin/java").is_file().then(|| JavaHome { home: home.to_path_buf(), runtime_version })
     }
 
@@ -378,7 +375,8 @@ fn members_to_extract(tarball: &Path) -> Result<Vec<String>, String> {
     // `-rw-r--r-- 0/0 190881 1980-01-01 08:00 <name>`, or `h… <name> link to <target>` for a
     // hard link; the names have no spaces. Directories come along with their files.
     for line in listing.lines().filter(|line| line.starts_with(['-', 'h'])) {
-        let (entry, target) = line.split_once(" link to ").map_or((line, None), |(entry, target)| (entry, Some(target)));
+        let (entry, target) =
+            line.split_once(" link to ").map_or((line, None), |(entry, target)| (entry, Some(target)));
         let name = entry.rsplit(' ').next().unwrap_or_default();
         if !is_needed(name) {
             continue;

@@ -32,8 +32,8 @@ use riposte_streams::oidc;
 use super::pipeline::{Offer, Queue};
 use super::runtime::{self, Inlet};
 use crate::error::{Error, Result};
-use crate::tls::Peer;
 use crate::metrics::{CodeLabels, DetectionMetrics, InputLabels};
+use crate::tls::Peer;
 
 /// The path the apiserver's webhook kubeconfig points at.
 pub const PATH: &str = "/audit";
@@ -202,7 +202,8 @@ fn router(shared: Shared, max_body_bytes: usize) -> Router {
 }
 
 fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig> {
-    crate::tls::server_config(&settings.tls_cert, &settings.tls_key, settings.client_ca.as_deref()).map_err(Error::Webhook)
+    crate::tls::server_config(&settings.tls_cert, &settings.tls_key, settings.client_ca.as_deref())
+        .map_err(Error::Webhook)
 }
 
 /// Lets through a verified client certificate or the bearer token; on the Firehose path

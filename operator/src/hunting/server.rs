@@ -38,6 +38,8 @@ pub const HUNT_GROUP: &str = "riposte.dev";
 pub const HUNT_RESOURCE: &str = "hunts";
 pub const HUNT_PATH: &str = "/v1/hunt";
 pub const GO_HUNT_PATH: &str = "/v1/go-hunt";
+/// The stack of a hunt's threads.
+const HUNT_THREAD_STACK: usize = 32 << 20;
 /// The largest request body: a hunt's text.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -72,6 +74,8 @@ struct Shared {
     limits: Limits,
     /// Hunts run here, off the runtime that answers the webhooks and reconciles.
     hunts: tokio::runtime::Handle,
+    /// The operator's own user, whose bookkeeping requests a go hunt leaves out.
+    identity: String,
 }
 
 impl HuntingServer {
@@ -95,10 +99,13 @@ impl HuntingServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
             .thread_name("riposte-hunt")
+            // Planning a deeply nested query (compiled KQL) recurses deeply.
+            .thread_stack_size(HUNT_THREAD_STACK)
             .enable_all()
             .build()
             .map_err(|e| Error::Hunting(format!("cannot start the hunts' runtime: {e}")))?;
-        let shared = Shared { client, backend, limits: self.limits, hunts: runtime.handle().clone() };
+        let identity = crate::controller::identity(&client).await?;
+        let shared = Shared { client, backend, limits: self.limits, hunts: runtime.handle().clone(), identity };
         info!(%addr, hunt = HUNT_PATH, go_hunt = GO_HUNT_PATH, "serving the hunting API over HTTPS");
         let app = Router::new()
             .route(HUNT_PATH, post(hunt))
@@ -179,7 +186,8 @@ async fn authorize(State(shared): State<Shared>, mut request: Request, next: Nex
 }
 
 async fn review_token(client: &Client, token: String) -> Result<Option<UserInfo>, kube::Error> {
-    let review = TokenReview { spec: TokenReviewSpec { token: Some(token), audiences: None }, ..TokenReview::default() };
+    let review =
+        TokenReview { spec: TokenReviewSpec { token: Some(token), audiences: None }, ..TokenReview::default() };
     let reviewed = Api::<TokenReview>::all(client.clone()).create(&PostParams::default(), &review).await?;
     Ok(reviewed.status.filter(|s| s.authenticated == Some(true)).and_then(|s| s.user))
 }
@@ -228,7 +236,8 @@ async fn go_hunt_of_alert(
         Ok(request) => request,
         Err(e) => return refusal(StatusCode::BAD_REQUEST, &format!("the request names no alert: {e}")),
     };
-    let alert = match Api::<Alert>::namespaced(shared.client.clone(), &request.namespace).get_opt(&request.alert).await {
+    let alert = match Api::<Alert>::namespaced(shared.client.clone(), &request.namespace).get_opt(&request.alert).await
+    {
         Ok(Some(alert)) => alert,
         Ok(None) => {
             return refusal(StatusCode::NOT_FOUND, &format!("no Alert {}/{}", request.namespace, request.alert));
@@ -250,6 +259,7 @@ async fn go_hunt_of_alert(
         image: entities.image.clone(),
         user: entities.user.clone(),
         source_ip,
+        ignored_users: vec![shared.identity.clone()],
     };
     let Some(hunt) = go_hunt(&entities, alert.spec.detected_at.0.as_microsecond()) else {
         return refusal(
