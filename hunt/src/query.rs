@@ -353,6 +353,28 @@ pub struct TrinoTables {
     pub schema: String,
 }
 
+/// The statements that map the store's layout under `location` (`local:///path`,
+/// `s3://bucket/prefix`) to Trino's tables: the schema, and each table external, Parquet,
+/// partitioned by the `date` and `hour` directories. Each may run again.
+pub fn trino_setup_statements(tables: &TrinoTables, location: &str) -> Vec<String> {
+    let location = if location.ends_with('/') { location.to_owned() } else { format!("{location}/") };
+    let mut statements = vec![format!("CREATE SCHEMA IF NOT EXISTS {}.{}", tables.catalog, tables.schema)];
+    for table in Table::ALL {
+        let columns: Vec<String> =
+            table.columns().iter().map(|c| format!("\"{}\" {}", c.name, c.kind.trino())).collect();
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {}.{}.{} ({}, \"date\" varchar, \"hour\" varchar) WITH (external_location = \
+             '{location}{}', format = 'PARQUET', partitioned_by = ARRAY['date', 'hour'])",
+            tables.catalog,
+            tables.schema,
+            table.name().to_ascii_lowercase(),
+            columns.join(", "),
+            table.name(),
+        ));
+    }
+    statements
+}
+
 /// Runs a hunt on Trino, over the same layout: each table read becomes a named subquery of
 /// its partitions and rows in the window, ahead of the query's own.
 pub async fn run_trino(
@@ -365,8 +387,20 @@ pub async fn run_trino(
     check_window(hunt, limits, now)?;
     let sql = sql_of(hunt, Dialect::Trino)?;
     let checked = check_sql(&sql)?;
+    let read: Vec<Table> = checked.tables.iter().copied().collect();
     let bound = bind_window_for_trino(checked, tables, hunt, limits.max_rows + 1)?;
     let started = Instant::now();
+    // The metastore learns of the hours written since (new directories); new files in
+    // known ones are read without it.
+    for table in read {
+        let sync = format!(
+            "CALL {}.system.sync_partition_metadata('{}', '{}', 'ADD')",
+            tables.catalog,
+            tables.schema,
+            table.name().to_ascii_lowercase()
+        );
+        client.execute(&sync, limits.timeout).await?;
+    }
     let result = client.query(&bound, limits.timeout).await?;
     let columns: Vec<ResultColumn> =
         result.columns.iter().map(|c| ResultColumn { name: c.name.clone(), type_name: c.type_name.clone() }).collect();
@@ -402,14 +436,13 @@ pub fn bind_window_for_trino(
         let columns = table.columns().iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
         windows.push(format!(
             "\"{name}\" AS (SELECT {columns} FROM {catalog}.{schema}.{lower} WHERE \"date\" BETWEEN '{first_date}' AND \
-             '{last_date}' AND \"Timestamp\" >= from_iso8601_timestamp('{from}') AND \"Timestamp\" < \
-             from_iso8601_timestamp('{to}'))",
+             '{last_date}' AND \"Timestamp\" >= TIMESTAMP '{from}' AND \"Timestamp\" < TIMESTAMP '{to}')",
             name = table.name(),
             catalog = tables.catalog,
             schema = tables.schema,
             lower = table.name().to_ascii_lowercase(),
-            from = format_micros(hunt.from),
-            to = format_micros(hunt.to),
+            from = trino_timestamp(hunt.from),
+            to = trino_timestamp(hunt.to),
         ));
     }
     if !windows.is_empty() {
@@ -440,6 +473,11 @@ fn parse_query(sql: &str) -> Result<Query> {
         Some(Statement::Query(query)) => Ok(*query),
         _ => Err(Error::SqlSyntax(format!("not a query: {sql}"))),
     }
+}
+
+/// A `timestamp(6)` literal's text: the UTC instant without its zone, as the columns hold it.
+fn trino_timestamp(micros: i64) -> String {
+    format_micros(micros).trim_end_matches('Z').replacen('T', " ", 1)
 }
 
 /// A Trino value in the form DataFusion's rows take: timestamps as RFC 3339.

