@@ -609,7 +609,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             started
         }
     };
-    let hunting_store = args.hunting.open_store(local_hunting_dir, args.pod_name.as_deref())?;
+    let hunting_store = args.hunting.open_store(local_hunting_dir.clone(), args.pod_name.as_deref())?;
     let hunting_sink = match &hunting_store {
         Some(store) => HuntingSink::new(store.clone(), &args.hunting.cluster_name),
         None => HuntingSink::default(),
@@ -719,6 +719,10 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     // The hunting store commits what it holds on the same signal.
     if let Some(stored) = stored {
         let _ = tokio::time::timeout(HUNTING_FLUSH_GRACE, stored).await;
+    }
+    // A local control plane's store goes with it, as its etcd does.
+    if let Some(directory) = local_hunting_dir.filter(|_| args.hunting.hunting_dir.is_none()) {
+        let _ = std::fs::remove_dir_all(directory);
     }
     result
 }

@@ -188,7 +188,11 @@ fn print_result(result: &HuntResult, format: HuntFormat) -> Result<(), Error> {
             crate::table::render_headed(&headers, &rows)
         }
     };
-    print!("{out}");
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.map_err(|e| Error::Output(e.to_string()))?,
+    }
     if format == HuntFormat::Table || result.truncated {
         eprintln!(
             "{} row{} in {} ms ({}){}",

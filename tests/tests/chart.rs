@@ -468,6 +468,74 @@ fn managed_cluster_inputs_render_their_flags_and_mount_only_their_secrets() {
     assert!(error.contains("pubsub.serviceAccount is required"), "{error}");
 }
 
+#[test]
+fn hunting_renders_its_volume_port_flags_and_only_the_review_rights_it_uses() {
+    let none = render(&[]);
+    let args = container_args(&typed(&none, "Deployment", "riposte"));
+    assert!(!args.iter().any(|a| a.starts_with("--hunting")), "hunting is off by default: {args:?}");
+    let role = find(&none, "ClusterRole", "riposte").unwrap().to_string();
+    assert!(!role.contains("tokenreviews") && !role.contains("subjectaccessreviews"));
+    // Every role may be bound; only the responder's grants hunting.
+    let responder = find(&none, "ClusterRole", "riposte-responder").unwrap();
+    assert!(
+        responder["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| strings(r, "resources") == ["hunts"] && strings(r, "verbs") == ["create"])
+    );
+    for name in ["riposte-viewer", "riposte-alert-manager"] {
+        assert!(!find(&none, "ClusterRole", name).unwrap().to_string().contains("hunts"), "{name}");
+    }
+
+    let docs = render(&[
+        "--set",
+        "hunting.enabled=true",
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "hunting.clusterName=prod-eu",
+    ]);
+    let deployment: Deployment = typed(&docs, "Deployment", "riposte");
+    let args = container_args(&deployment);
+    for expected in [
+        "--hunting-dir=/var/lib/riposte/hunting",
+        "--hunting-addr=0.0.0.0:8443",
+        "--hunting-tls-cert=/etc/riposte/audit-tls/tls.crt",
+        "--hunting-retention-days=30",
+        "--hunting-memory-mib=512",
+        "--cluster-name=prod-eu",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
+    }
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "hunting").unwrap();
+    assert_eq!(volume.persistent_volume_claim.unwrap().claim_name, "riposte-hunting");
+    assert!(pod.containers[0].ports.iter().flatten().any(|p| p.name.as_deref() == Some("https-hunting")));
+    let claim = find(&docs, "PersistentVolumeClaim", "riposte-hunting").unwrap();
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    let role = find(&docs, "ClusterRole", "riposte").unwrap();
+    for (group, resource) in
+        [("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews")]
+    {
+        assert!(role["rules"].as_array().unwrap().iter().any(|r| strings(r, "apiGroups") == [group]
+            && strings(r, "resources") == [resource]
+            && strings(r, "verbs") == ["create"]));
+    }
+    let service = find(&docs, "Service", "riposte-audit").unwrap();
+    assert!(service.to_string().contains("https-hunting"));
+
+    // Two replicas cannot share a volume that only one pod may mount.
+    let error = try_render(&["--set", "hunting.enabled=true"]).unwrap_err();
+    assert!(error.contains("needs a ReadWriteMany volume"), "{error}");
+    assert!(
+        try_render(&["--set", "hunting.enabled=true", "--set", "hunting.persistence.accessModes={ReadWriteMany}"])
+            .is_ok()
+    );
+    let error = try_render(&["--set", "hunting.enabled=true", "--set", "detection.enabled=false"]).unwrap_err();
+    assert!(error.contains("hunting.enabled needs detection.enabled"), "{error}");
+}
+
 /// kube-apiserver v1.33 starts with the chart's audit policy and webhook kubeconfig, and
 /// records what the rules need (bodies of pod and CoreDNS writes) and nothing more (no
 /// Secret, token or application ConfigMap content). The chart reads its generated

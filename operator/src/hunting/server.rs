@@ -251,7 +251,8 @@ async fn go_hunt_of_alert(
         .iter()
         .find(|e| e.name == "sourceIPs")
         .and_then(|e| e.value.split(',').next().map(|ip| ip.trim().to_owned()))
-        .filter(|ip| !ip.is_empty());
+        // Every local client shares a loopback address: it says nothing of who acted.
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()));
     let entities = Entities {
         namespace: entities.namespace.clone(),
         pod: entities.pod.clone(),
