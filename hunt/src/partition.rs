@@ -106,6 +106,12 @@ pub fn format_micros(unix_micros: i64) -> String {
     )
 }
 
+/// The same instant without its zone (`2026-12-01 10:00:00.000000`): how Trino's
+/// `timestamp(6)` literals, and both engines' timestamp literals, write it.
+pub fn format_naive_utc(unix_micros: i64) -> String {
+    format_micros(unix_micros).trim_end_matches('Z').replacen('T', " ", 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

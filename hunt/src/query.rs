@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::kql::{self, Dialect};
-use crate::partition::{Partition, format_micros};
+use crate::partition::{Partition, format_micros, format_naive_utc};
 use crate::schema::Table;
 use crate::store::{DataFile, Store};
 use crate::trino::TrinoClient;
@@ -441,8 +441,8 @@ pub fn bind_window_for_trino(
             catalog = tables.catalog,
             schema = tables.schema,
             lower = table.name().to_ascii_lowercase(),
-            from = trino_timestamp(hunt.from),
-            to = trino_timestamp(hunt.to),
+            from = format_naive_utc(hunt.from),
+            to = format_naive_utc(hunt.to),
         ));
     }
     if !windows.is_empty() {
@@ -473,11 +473,6 @@ fn parse_query(sql: &str) -> Result<Query> {
         Some(Statement::Query(query)) => Ok(*query),
         _ => Err(Error::SqlSyntax(format!("not a query: {sql}"))),
     }
-}
-
-/// A `timestamp(6)` literal's text: the UTC instant without its zone, as the columns hold it.
-fn trino_timestamp(micros: i64) -> String {
-    format_micros(micros).trim_end_matches('Z').replacen('T', " ", 1)
 }
 
 /// A Trino value in the form DataFusion's rows take: timestamps as RFC 3339.

@@ -1,8 +1,14 @@
 //! Instants as microseconds since the epoch (UTC), read from KQL's `datetime(...)` and written
-//! for SQL, without a calendar library: the proleptic Gregorian calendar's day arithmetic is a
-//! few lines (Howard Hinnant's `days_from_civil` and its inverse).
+//! for SQL, without a calendar library: the day arithmetic is the store's partitions'
+//! ([`crate::partition::days_from_civil`]).
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+fn days_from_civil(year: i64, month: i64, day: i64) -> Result<i64, &'static str> {
+    let month = u32::try_from(month).map_err(|_| "the month is out of range")?;
+    let day = u32::try_from(day).map_err(|_| "the day is out of range")?;
+    Ok(crate::partition::days_from_civil(year, month, day))
+}
 
 /// Reads `2026-12-01`, `2026-12-01 10:00`, `2026-12-01T10:00:00Z`, `2026-12-01T10:00:00.123456Z`
 /// or with an offset (`+02:00`); without a zone the instant is UTC, as KQL takes it. Quotes
@@ -58,22 +64,12 @@ pub(super) fn parse_datetime(text: &str) -> Result<i64, &'static str> {
         };
         micros_of_day = ((hour * 60 + minute) * 60 + second) * 1_000_000 + fraction_micros;
     }
-    Ok(days_from_civil(year, month, day) * MICROS_PER_DAY + micros_of_day - offset_minutes * 60_000_000)
+    Ok(days_from_civil(year, month, day)? * MICROS_PER_DAY + micros_of_day - offset_minutes * 60_000_000)
 }
 
 /// `2026-12-01 10:00:00.000000`: the instant in UTC, as both engines' timestamp literals take it.
 pub(super) fn format_utc(micros: i64) -> String {
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let of_day = micros.rem_euclid(MICROS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let seconds = of_day / 1_000_000;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60,
-        of_day % 1_000_000
-    )
+    crate::partition::format_naive_utc(micros)
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -83,27 +79,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
