@@ -23,6 +23,15 @@ pub enum Error {
          replicas that share storage need the object-store layout, each with its own writer id"
     )]
     StoreLocked(PathBuf),
+    #[error("the hunting bucket's address is invalid: {0}")]
+    BucketUrl(String),
+    #[error("{action} {key} in the hunting bucket: {source}")]
+    Bucket { action: &'static str, key: String, source: object_store::Error },
+    #[error(
+        "writer id {0:?} must be letters, digits, '-' and '.', starting with a letter or digit (it names the \
+         store's files)"
+    )]
+    WriterId(String),
     #[error("the hunting store's writer has stopped; events are no longer kept")]
     WriterStopped,
 

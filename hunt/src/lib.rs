@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod bucket;
 pub mod functions;
 pub mod go_hunt;
 pub mod kql;

@@ -28,6 +28,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tracing::{debug, info, warn};
 
+use crate::bucket::Mirror;
 use crate::error::{Error, Result, io};
 use crate::partition::{MICROS_PER_HOUR, Partition};
 use crate::record::{Record, to_batch};
@@ -38,7 +39,7 @@ use crate::schema::Table;
 pub struct StoreSettings {
     pub root: PathBuf,
     /// Names this process's files, so that writers sharing a layout never collide: letters,
-    /// digits and `-` (the pod's name, say).
+    /// digits, `-` and `.` (the pod's or the node's name, say).
     pub writer: String,
     /// How long rows stay in memory before they are committed.
     pub flush_interval: Duration,
@@ -52,6 +53,9 @@ pub struct StoreSettings {
     pub max_bytes: u64,
     /// A partition with this many files of this writer is merged into one.
     pub compact_files: usize,
+    /// The lowest flush generation to use: above those a bucket holds of this writer, when the
+    /// store mirrors to one ([`crate::bucket::Mirror::next_generation`]).
+    pub first_generation: u64,
 }
 
 impl StoreSettings {
@@ -65,9 +69,13 @@ impl StoreSettings {
             retention: Duration::from_secs(30 * 24 * 3600),
             max_bytes: 50 << 30,
             compact_files: 8,
+            first_generation: 0,
         }
     }
 }
+
+/// The writer and the first and last flush generations a file holds, from its name.
+pub(crate) type Generations = (String, u64, u64);
 
 /// A committed Parquet file.
 #[derive(Debug)]
@@ -77,7 +85,7 @@ pub struct DataFile {
     pub bytes: u64,
     /// The writer and flush generations its name carries; `None` for a file another program
     /// put there, which is read but never compacted.
-    generations: Option<(String, u64, u64)>,
+    generations: Option<Generations>,
 }
 
 /// What a hunt reads of one table: the committed files of the partitions in its window and
@@ -112,6 +120,7 @@ pub struct Usage {
     pub bytes: u64,
     pub memory_rows: usize,
     pub refused_rows: u64,
+    pub failed_bucket_syncs: u64,
 }
 
 #[derive(Clone)]
@@ -127,6 +136,7 @@ struct Shared {
     /// Held for the life of the store: a second writer on the same root is refused.
     _lock: File,
     refused: AtomicU64,
+    failed_bucket_syncs: AtomicU64,
     /// The epoch micros at open: with a counter, makes ReportIds unique across restarts.
     opened_at: i64,
 }
@@ -154,11 +164,12 @@ impl Store {
     /// Opens (or creates) the store at `settings.root`: takes its lock, removes what a killed
     /// writer left (hidden files, superseded inputs of a compaction), lists the files.
     pub fn open(settings: StoreSettings) -> Result<Store> {
-        if settings.writer.is_empty() || !settings.writer.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(Error::Window(format!(
-                "writer id {:?} must be letters, digits and '-' (it names the store's files)",
-                settings.writer
-            )));
+        // A node's name may have dots; a leading one would hide the files from Trino.
+        let writer = &settings.writer;
+        if !writer.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !writer.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(Error::WriterId(writer.clone()));
         }
         fs::create_dir_all(&settings.root).map_err(io("creating", &settings.root))?;
         let lock_path = settings.root.join(lock_file(&settings.writer));
@@ -179,7 +190,7 @@ impl Store {
             let directory = settings.root.join(table.name());
             fs::create_dir_all(&directory).map_err(io("creating", &directory))?;
         }
-        let mut state = State::default();
+        let mut state = State { next_generation: settings.first_generation, ..State::default() };
         for table in Table::ALL {
             for file in scan_table(&settings.root, table, &settings.writer, Scan::Recover)? {
                 if let Some((_, _, last)) = &file.generations {
@@ -201,6 +212,7 @@ impl Store {
                 writing: tokio::sync::Mutex::new(()),
                 _lock: lock,
                 refused: AtomicU64::new(0),
+                failed_bucket_syncs: AtomicU64::new(0),
                 opened_at,
             }),
         })
@@ -421,6 +433,22 @@ impl Store {
         Ok(Snapshot { files, recent })
     }
 
+    /// This writer's committed files: their partition, generations and path.
+    pub fn own_files(&self) -> Vec<(Partition, Generations, PathBuf)> {
+        let state = self.state();
+        state
+            .files
+            .values()
+            .flatten()
+            .filter_map(|f| {
+                f.generations
+                    .as_ref()
+                    .filter(|(writer, ..)| *writer == self.shared.settings.writer)
+                    .map(|g| (f.partition, g.clone(), f.path.clone()))
+            })
+            .collect()
+    }
+
     pub fn usage(&self) -> Usage {
         let state = self.state();
         Usage {
@@ -428,12 +456,15 @@ impl Store {
             bytes: state.files.values().flatten().map(|f| f.bytes).sum(),
             memory_rows: state.memory_rows,
             refused_rows: self.shared.refused.load(Ordering::Relaxed),
+            failed_bucket_syncs: self.shared.failed_bucket_syncs.load(Ordering::Relaxed),
         }
     }
 
     /// Flushes every interval (or sooner when a table fills up) and maintains every minute,
-    /// until `stop` resolves; then flushes what is left.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    /// until `stop` resolves; then flushes what is left. With a mirror, the bucket is synced
+    /// after each of them: a failed sync is logged and retried at the next, the files staying
+    /// in the store meanwhile.
+    pub async fn run(self, mut mirror: Option<Mirror>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut flush = tokio::time::interval(self.shared.settings.flush_interval);
         let mut maintain = tokio::time::interval(Duration::from_secs(60));
@@ -442,20 +473,31 @@ impl Store {
             tokio::select! {
                 () = &mut stop => break,
                 _ = flush.tick() => self.flush_logged().await,
-                _ = check.tick() => if self.wants_flush() { self.flush_logged().await },
+                _ = check.tick() => if self.wants_flush() { self.flush_logged().await } else { continue },
                 _ = maintain.tick() => {
                     if let Err(error) = self.maintain(now_micros()).await {
                         warn!(%error, "hunting store maintenance failed; retried in a minute");
                     }
                 }
             }
+            self.sync_logged(mirror.as_mut()).await;
         }
         self.flush_logged().await;
+        self.sync_logged(mirror.as_mut()).await;
     }
 
     async fn flush_logged(&self) {
         if let Err(error) = self.flush().await {
             warn!(%error, "committing hunting rows failed; they stay in memory and are tried again");
+        }
+    }
+
+    async fn sync_logged(&self, mirror: Option<&mut Mirror>) {
+        if let Some(mirror) = mirror
+            && let Err(error) = mirror.sync(self, now_micros()).await
+        {
+            self.shared.failed_bucket_syncs.fetch_add(1, Ordering::Relaxed);
+            warn!(%error, "copying the hunting store's files to its bucket failed; tried again at the next flush");
         }
     }
 
@@ -505,16 +547,16 @@ impl DataFile {
     }
 }
 
-fn file_name(writer: &str, first: u64, last: u64) -> String {
+pub(crate) fn file_name(writer: &str, first: u64, last: u64) -> String {
     format!("part-{writer}-{first:012}-{last:012}.parquet")
 }
 
-fn generation_of(writer: &str, first: u64, last: u64) -> Option<(String, u64, u64)> {
+fn generation_of(writer: &str, first: u64, last: u64) -> Option<Generations> {
     Some((writer.to_owned(), first, last))
 }
 
 /// The writer and generations a file's name carries, if it is one of ours.
-fn parse_file_name(name: &str) -> Option<(String, u64, u64)> {
+pub(crate) fn parse_file_name(name: &str) -> Option<Generations> {
     let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
     let (rest, last) = stem.rsplit_once('-')?;
     let (writer, first) = rest.rsplit_once('-')?;
@@ -533,7 +575,7 @@ fn commit(
     partition: Partition,
     name: &str,
     batches: &[RecordBatch],
-    generations: Option<(String, u64, u64)>,
+    generations: Option<Generations>,
 ) -> Result<DataFile> {
     let directory = partition.directory(root);
     fs::create_dir_all(&directory).map_err(io("creating", &directory))?;
@@ -622,13 +664,8 @@ fn scan_table(root: &Path, table: Table, writer: &str, scan: Scan) -> Result<Vec
             }
             let superseded: Vec<usize> = (0..files.len())
                 .filter(|&i| {
-                    let Some((w, first, last)) = files[i].generations.as_ref() else { return false };
-                    files.iter().enumerate().any(|(j, other)| {
-                        j != i
-                            && other.generations.as_ref().is_some_and(|(ow, of, ol)| {
-                                ow == w && of <= first && last <= ol && (of, ol) != (first, last)
-                            })
-                    })
+                    let Some(inner) = files[i].generations.as_ref() else { return false };
+                    files.iter().any(|other| other.generations.as_ref().is_some_and(|outer| covers(outer, inner)))
                 })
                 .collect();
             for (offset, index) in superseded.into_iter().enumerate() {
@@ -642,6 +679,12 @@ fn scan_table(root: &Path, table: Table, writer: &str, scan: Scan) -> Result<Vec
         }
     }
     Ok(found)
+}
+
+/// Whether `outer` is a larger file of the same writer holding every generation of `inner`:
+/// `inner` was an input of the compaction that wrote `outer`.
+pub(crate) fn covers(outer: &Generations, inner: &Generations) -> bool {
+    outer.0 == inner.0 && outer.1 <= inner.1 && inner.2 <= outer.2 && (outer.1, outer.2) != (inner.1, inner.2)
 }
 
 fn subdirectories(path: &Path) -> Result<Vec<(String, PathBuf)>> {

@@ -1,7 +1,10 @@
 //! The same hunts on both engines: events committed by the store, read by DataFusion in
-//! this process and by a real Trino server (Hive connector, file metastore, the store's
-//! directory as its local file system), must return the same rows, SQL and KQL alike.
+//! this process and by a real Trino server (Hive connector, file metastore), must return the
+//! same rows, SQL and KQL alike: with the store's directory as Trino's local file system, and
+//! with the writers' files copied to an S3-compatible bucket that Trino reads.
 
+#[path = "support/s3_server.rs"]
+mod s3_server;
 #[path = "support/trino_server.rs"]
 mod trino_server;
 
@@ -9,6 +12,8 @@ use std::time::Duration;
 
 use riposte_detect::audit;
 use riposte_detect::runtime::{Action, Container, Endpoint, Process, ProcessEvent, Sensor};
+use object_store::aws::AmazonS3ConfigKey;
+use riposte_hunt::bucket::{BucketSettings, Mirror};
 use riposte_hunt::go_hunt::{Entities, go_hunt};
 use riposte_hunt::query::{
     Hunt, HuntResult, Language, Limits, TrinoTables, run_local, run_trino, trino_setup_statements,
@@ -252,6 +257,13 @@ async fn the_same_hunts_return_the_same_rows_from_datafusion_and_trino() {
     store.flush().await.unwrap();
 
     let server = trino_server::TrinoServer::start(&root).await.unwrap_or_else(|e| panic!("{e}"));
+    let (client, tables) = tables_at(&server, "local:///").await;
+    assert_same_rows(&store, &client, &tables, now, &server).await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A client of `server` whose tables are the layout at `location`.
+async fn tables_at(server: &trino_server::TrinoServer, location: &str) -> (TrinoClient, TrinoTables) {
     let client = TrinoClient::new(TrinoSettings {
         endpoint: server.endpoint(),
         user: "analyst".into(),
@@ -261,12 +273,121 @@ async fn the_same_hunts_return_the_same_rows_from_datafusion_and_trino() {
     })
     .unwrap();
     let tables = TrinoTables { catalog: "hive".into(), schema: "riposte".into() };
-    for statement in trino_setup_statements(&tables, "local:///") {
+    for statement in trino_setup_statements(&tables, location) {
         client
             .execute(&statement, Duration::from_secs(120))
             .await
             .unwrap_or_else(|e| panic!("{statement}\n{e}\n{}", server.log_tail()));
     }
+    (client, tables)
+}
+
+/// Two writers of one volume (a replica and a node's sensor, say) each copy their files to
+/// the bucket; Trino reading the bucket returns what DataFusion reads in the volume, after a
+/// compaction too. A writer whose spool is lost keeps its objects and continues after them;
+/// the retention deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writers_files_copied_to_a_bucket_are_hunted_by_trino_as_in_the_store() {
+    let s3 = s3_server::S3Server::start("hunting").await.unwrap_or_else(|e| panic!("{e}"));
+    let access = s3.access();
+    let bucket = BucketSettings {
+        url: "s3://hunting/riposte/prod-eu".into(),
+        endpoint: Some(access.endpoint.clone()),
+        region: Some(access.region.clone()),
+        config: vec![
+            (AmazonS3ConfigKey::AccessKeyId, access.access_key.clone()),
+            (AmazonS3ConfigKey::SecretAccessKey, access.secret_key.clone()),
+        ],
+    };
+    let scratch = std::env::temp_dir().join(format!("riposte-hunt-bucket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let volume = scratch.join("volume");
+    let retention = Duration::from_secs(30 * 86_400);
+    let open = async |root: &std::path::Path, writer: &str| {
+        let mirror = Mirror::connect(&bucket, writer, retention).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut settings = StoreSettings::new(root, writer);
+        settings.compact_files = 2;
+        settings.first_generation = mirror.next_generation();
+        (Store::open(settings).unwrap(), mirror)
+    };
+    let (replica, mut replica_mirror) = open(&volume, "replica-a").await;
+    let (node, mut node_mirror) = open(&volume, "node-b").await;
+    assert_eq!(node_mirror.next_generation(), 0, "an empty bucket");
+
+    let now = now_micros();
+    let (processes, audits) = events(now);
+    // The node commits its events in two flushes, so that each past hour has two files.
+    for half in [0, 1] {
+        node.append(processes.iter().skip(half).step_by(2).map(|e| process_record(e, "prod-eu")));
+        node.flush().await.unwrap();
+        node_mirror.sync(&node, now).await.unwrap();
+    }
+    replica.append(audits.iter().map(|e| audit_record(e, "webhook", "prod-eu")));
+    replica.flush().await.unwrap();
+    let synced = replica_mirror.sync(&replica, now).await.unwrap();
+    assert_eq!(synced.deleted_objects, 0);
+    assert!(synced.uploaded_files >= 1 && synced.uploaded_bytes > 0, "{synced:?}");
+    // The replica reads the node's files too, as replicas sharing a volume do.
+    replica.maintain(now).await.unwrap();
+
+    let metastore = scratch.join("metastore");
+    std::fs::create_dir_all(&metastore).unwrap();
+    let server =
+        trino_server::TrinoServer::start_with_bucket(&metastore, &access).await.unwrap_or_else(|e| panic!("{e}"));
+    let (client, tables) = tables_at(&server, "s3://hunting/riposte/prod-eu/").await;
+    assert_same_rows(&replica, &client, &tables, now, &server).await;
+
+    // Compaction merges the node's past hours; the bucket gets the merged files and loses
+    // their inputs, and holds each row once.
+    let compacted = node.maintain(now).await.unwrap();
+    assert!(compacted.compacted_partitions >= 1, "{compacted:?}");
+    let synced = node_mirror.sync(&node, now).await.unwrap();
+    assert_eq!(synced.uploaded_files, compacted.compacted_partitions, "{synced:?}");
+    assert_eq!(synced.deleted_objects, 2 * compacted.compacted_partitions, "{synced:?}");
+    replica.maintain(now).await.unwrap();
+    assert_same_rows(&replica, &client, &tables, now, &server).await;
+    let count_processes = Hunt {
+        text: "SELECT count(*) AS Events FROM CloudProcessEvents".into(),
+        language: Language::Sql,
+        from: now - 3 * 60 * MINUTE,
+        to: now + 1,
+    };
+    let in_bucket = async || {
+        let result = run_trino(&client, &tables, &count_processes, &Limits::default(), now + 1).await.unwrap();
+        result.rows[0][0].as_i64().unwrap()
+    };
+    assert_eq!(in_bucket().await, processes.len() as i64);
+
+    // The node's disk is replaced: a new spool, whose writer continues after the bucket's
+    // generations instead of overwriting them, and whose new rows join the old ones.
+    drop(node);
+    let (node, mut node_mirror) = open(&scratch.join("new-spool"), "node-b").await;
+    assert!(node_mirror.next_generation() >= 2, "the bucket's generations of node-b are known");
+    let recent = processes.iter().take(3).map(|e| ProcessEvent { time: audit::Timestamp::from_unix_micros(now - MINUTE), ..e.clone() });
+    node.append(recent.map(|e| process_record(&e, "prod-eu")));
+    node.flush().await.unwrap();
+    let synced = node_mirror.sync(&node, now).await.unwrap();
+    assert_eq!((synced.uploaded_files, synced.deleted_objects), (1, 0), "the old objects stay");
+    assert_eq!(in_bucket().await, processes.len() as i64 + 3);
+
+    // Past the retention, every object of the node is deleted from the bucket.
+    let later = now + 31 * 86_400 * 1_000_000;
+    let expired = node_mirror.sync(&node, later).await.unwrap();
+    assert!(expired.deleted_objects >= 2, "{expired:?}");
+    assert_eq!(in_bucket().await, 0, "the node wrote every process event");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Every golden hunt, and a go hunt, returns the same rows from DataFusion over `store` and
+/// from Trino over its tables.
+async fn assert_same_rows(
+    store: &Store,
+    client: &TrinoClient,
+    tables: &TrinoTables,
+    now: i64,
+    server: &trino_server::TrinoServer,
+) {
     let limits = Limits::default();
     let window =
         |text: &str, language: Language| Hunt { text: text.into(), language, from: now - 2 * 60 * MINUTE, to: now + 1 };
@@ -279,10 +400,10 @@ async fn the_same_hunts_return_the_same_rows_from_datafusion_and_trino() {
     };
     hunts.push(Hunt { to: now + 1, ..go_hunt(&entities, now - 40 * MINUTE).unwrap() });
     for hunt in &hunts {
-        let local = run_local(&store, hunt, &limits, now + 1)
+        let local = run_local(store, hunt, &limits, now + 1)
             .await
             .unwrap_or_else(|e| panic!("DataFusion: {e}\n{}", hunt.text));
-        let trino = run_trino(&client, &tables, hunt, &limits, now + 1)
+        let trino = run_trino(client, tables, hunt, &limits, now + 1)
             .await
             .unwrap_or_else(|e| panic!("Trino: {e}\n{}\n{}", hunt.text, server.log_tail()));
         assert!(!local.rows.is_empty(), "a golden hunt that finds nothing proves nothing:\n{}", hunt.text);
@@ -294,5 +415,4 @@ async fn the_same_hunts_return_the_same_rows_from_datafusion_and_trino() {
             trino.sql
         );
     }
-    let _ = std::fs::remove_dir_all(&root);
 }

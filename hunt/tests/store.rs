@@ -110,6 +110,17 @@ async fn rows_are_seen_in_memory_at_once_then_committed_as_hive_partitions() {
     assert_eq!(mixed, [[json!("web-0")], [json!("web-1")], [json!("web-0")]], "files and memory together");
 }
 
+#[test]
+fn writer_ids_name_files_that_every_engine_reads() {
+    let dir = tempdir();
+    // A node's name, with dots.
+    assert!(Store::open(StoreSettings::new(dir.path(), "ip-10-0-1-5.ec2.internal")).is_ok());
+    for refused in ["", ".hidden", "-x", "a/b", "a b", "a_b"] {
+        let opened = Store::open(StoreSettings::new(dir.path(), refused));
+        assert!(matches!(opened, Err(Error::WriterId(_))), "{refused:?} must be refused");
+    }
+}
+
 #[tokio::test]
 async fn a_reopened_store_lists_its_files_and_a_second_writer_is_refused() {
     let dir = tempdir();

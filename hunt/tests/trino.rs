@@ -4,6 +4,7 @@
 //! client reports Trino's errors and cancels what runs too long.
 
 #[path = "support/trino_server.rs"]
+#[allow(dead_code)] // Its bucket catalog is engines.rs's.
 mod trino_server;
 
 use std::fs;

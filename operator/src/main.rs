@@ -22,12 +22,14 @@ use riposte::detection::runtime::{self, RuntimeSettings};
 use riposte::detection::webhook::{Credentials, PubSubPush, Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
 use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
+use riposte::hunting::forward::{ForwardMetrics, ForwardSettings, Forwarder};
 use riposte::hunting::{self, HuntingSink};
 use riposte::leader;
 use riposte::local::{self, LocalAuditWebhook, LocalControlPlane, LocalHuntingApi};
-use riposte::metrics::{DetectionMetrics, Metrics, RuntimeMetrics};
+use riposte::metrics::{DetectionMetrics, HuntingMetrics, Metrics, RuntimeMetrics};
 use riposte_detect::coverage::AuditCoverage;
 use riposte_hunt::query::TrinoTables;
+use riposte_hunt::bucket::{BucketSettings, Mirror};
 use riposte_hunt::store::{Store, StoreSettings};
 use riposte_hunt::trino::{TrinoClient, TrinoSettings};
 use tracing::{error, info, warn};
@@ -92,6 +94,19 @@ struct SensorArgs {
     metrics_addr: SocketAddr,
     #[command(flatten)]
     detection: DetectionArgs,
+    #[command(flatten)]
+    hunting: HuntingStoreArgs,
+    /// Send the node's process events to the operator's hunting API at this address
+    /// (https://host:port), to be kept in its store; with a bucket, the node's spool
+    /// (--hunting-dir, --hunting-bucket) is the other way.
+    #[arg(long, env = "RIPOSTE_HUNTING_FORWARD_URL", conflicts_with = "hunting_dir", requires = "hunting_forward_ca_file")]
+    hunting_forward_url: Option<String>,
+    /// The CA certificates (PEM) of the hunting API's certificate.
+    #[arg(long, env = "RIPOSTE_HUNTING_FORWARD_CA_FILE", requires = "hunting_forward_url")]
+    hunting_forward_ca_file: Option<PathBuf>,
+    /// The token the sensor presents to the hunting API, read at each request.
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token", env = "RIPOSTE_HUNTING_FORWARD_TOKEN_FILE")]
+    hunting_forward_token_file: PathBuf,
 }
 
 /// Runs the node's runtime detections until SIGTERM.
@@ -102,6 +117,22 @@ async fn sense(args: SensorArgs) -> riposte::Result<()> {
     let detection_metrics = DetectionMetrics::register(&mut registry);
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
     let ready = Arc::new(AtomicBool::new(true));
+    // The node's events are kept in its own store (a spool on the node), named after the
+    // node, and copied to the bucket that the operator's replicas write too.
+    // Without one, they are sent to the operator's store.
+    let hunting_store = args.hunting.open(None, Some(&args.node_name)).await?;
+    let (hunting_sink, forwarded) = match (&hunting_store, args.hunting_forward_url, args.hunting_forward_ca_file) {
+        (Some(opened), _, _) => {
+            HuntingMetrics::register(&mut registry, opened.store.clone());
+            (opened.sink.clone(), None)
+        }
+        (None, Some(url), Some(ca_file)) => {
+            let settings = ForwardSettings { url, ca_file, token_file: args.hunting_forward_token_file };
+            let (forwarder, task) = Forwarder::start(settings, ForwardMetrics::register(&mut registry))?;
+            (HuntingSink::forwarding(forwarder), Some(task))
+        }
+        _ => (HuntingSink::default(), None),
+    };
     let server = riposte::http::serve(args.metrics_addr, Arc::new(registry), ready);
     let settings = riposte::detection::node::NodeSettings {
         node: args.node_name,
@@ -110,12 +141,18 @@ async fn sense(args: SensorArgs) -> riposte::Result<()> {
         ebpf: !args.no_ebpf,
         tetragon_export: args.tetragon_export,
         forget_isolated_connections: !args.keep_isolated_connections,
-        hunting: riposte::hunting::HuntingSink::default(),
+        hunting: hunting_sink,
     };
-    tokio::select! {
+    let stored = hunting_store.map(OpenedStore::spawn);
+    let result = tokio::select! {
         sensed = riposte::detection::node::run(client, settings, detection_metrics, runtime_metrics, terminated()) => sensed,
         served = server => served,
+    };
+    // The sensor's sinks are dropped with its run: what they hold is committed, or sent.
+    for task in stored.into_iter().chain(forwarded) {
+        let _ = tokio::time::timeout(HUNTING_FLUSH_GRACE, task).await;
     }
+    result
 }
 
 /// `riposte detect`: the operator's detection rules over audit log files.
@@ -342,26 +379,94 @@ impl EventHubsArgs {
     }
 }
 
-/// Hunting: every evaluated event kept, and searched through an HTTPS API (docs/hunting.md).
+/// Where evaluated events are kept for hunting: shared by the operator and the node sensor.
 #[derive(clap::Args)]
-struct HuntingArgs {
-    /// Keep every evaluated event (audit, process), and a row per change of the Alerts and
-    /// ResponseActions, in the embedded hunting store under this directory (the operator's
-    /// persistent volume). With a local control plane and no directory, a temporary one.
+struct HuntingStoreArgs {
+    /// Keep every evaluated event (audit, process), and in the operator a row per change of
+    /// the Alerts and ResponseActions, in the embedded hunting store under this directory (the
+    /// operator's persistent volume, a node's spool). With a local control plane and no
+    /// directory, a temporary one.
     #[arg(long, env = "RIPOSTE_HUNTING_DIR")]
     hunting_dir: Option<PathBuf>,
-    /// Partitions whose hour ended longer ago are deleted.
+    /// Partitions whose hour ended longer ago are deleted (in the bucket too).
     #[arg(long, default_value_t = 30, env = "RIPOSTE_HUNTING_RETENTION_DAYS")]
     hunting_retention_days: u64,
-    /// The store's files are kept under this size: the oldest partitions are deleted first.
+    /// The store's files are kept under this size: the oldest partitions are deleted first
+    /// (from the store; a bucket keeps them for the retention).
     #[arg(long, default_value_t = 50, env = "RIPOSTE_HUNTING_MAX_GIB")]
     hunting_max_gib: u64,
-    /// Names this process's files (letters, digits, '-'); by default the pod's name.
+    /// Rows held in memory at most, should the disk stall (then refused and counted).
+    #[arg(long, default_value_t = 1_000_000, env = "RIPOSTE_HUNTING_MAX_MEMORY_ROWS")]
+    hunting_max_memory_rows: usize,
+    /// Names this process's files (letters, digits, '-', '.'); by default the pod's name, or
+    /// the node's for the sensor.
     #[arg(long, env = "RIPOSTE_HUNTING_WRITER")]
     hunting_writer: Option<String>,
     /// The cluster's name, in every row's ClusterName.
     #[arg(long, default_value = "", env = "RIPOSTE_CLUSTER_NAME")]
     cluster_name: String,
+    /// Copy the store's files to this S3-compatible bucket, `s3://<bucket>/<prefix>`, where
+    /// every replica and node writes the same layout for Trino (credentials and region from
+    /// the standard AWS_* variables, IRSA included).
+    #[arg(long, env = "RIPOSTE_HUNTING_BUCKET", requires = "hunting_dir")]
+    hunting_bucket: Option<String>,
+    /// The endpoint of an S3-compatible server other than AWS's (http:// or https://).
+    #[arg(long, env = "RIPOSTE_HUNTING_BUCKET_ENDPOINT", requires = "hunting_bucket")]
+    hunting_bucket_endpoint: Option<String>,
+    #[arg(long, env = "RIPOSTE_HUNTING_BUCKET_REGION", requires = "hunting_bucket")]
+    hunting_bucket_region: Option<String>,
+}
+
+impl HuntingStoreArgs {
+    /// The store, opened when a directory is configured (or given for a local control
+    /// plane), with its bucket's mirror when one is configured.
+    async fn open(&self, directory: Option<PathBuf>, writer: Option<&str>) -> riposte::Result<Option<OpenedStore>> {
+        let Some(root) = self.hunting_dir.clone().or(directory) else { return Ok(None) };
+        let writer = self.hunting_writer.clone().or_else(|| writer.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
+        let hunting = |e: riposte_hunt::Error| riposte::Error::Hunting(e.to_string());
+        let retention = Duration::from_secs(self.hunting_retention_days * 86_400);
+        let mut settings = StoreSettings::new(root, writer);
+        settings.retention = retention;
+        settings.max_bytes = self.hunting_max_gib << 30;
+        settings.max_memory_rows = self.hunting_max_memory_rows;
+        let mirror = match &self.hunting_bucket {
+            Some(url) => {
+                let bucket = BucketSettings {
+                    url: url.clone(),
+                    endpoint: self.hunting_bucket_endpoint.clone(),
+                    region: self.hunting_bucket_region.clone(),
+                    config: Vec::new(),
+                };
+                let mirror = Mirror::connect(&bucket, &settings.writer, retention).await.map_err(hunting)?;
+                settings.first_generation = mirror.next_generation();
+                Some(mirror)
+            }
+            None => None,
+        };
+        let store = Store::open(settings).map_err(hunting)?;
+        let sink = HuntingSink::new(store.clone(), &self.cluster_name);
+        Ok(Some(OpenedStore { store, mirror, sink }))
+    }
+}
+
+struct OpenedStore {
+    store: Store,
+    mirror: Option<Mirror>,
+    sink: HuntingSink,
+}
+
+impl OpenedStore {
+    /// Flushes, maintains and mirrors until SIGTERM, then commits what is left.
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.store.run(self.mirror, terminated()))
+    }
+}
+
+/// Hunting: every evaluated event kept, and searched through an HTTPS API (docs/hunting.md).
+#[derive(clap::Args)]
+struct HuntingArgs {
+    #[command(flatten)]
+    store: HuntingStoreArgs,
     /// Serve the hunting API (HTTPS: POST /v1/hunt, /v1/go-hunt) at this address. With a
     /// local control plane and no address, on a free loopback port.
     #[arg(long, env = "RIPOSTE_HUNTING_ADDR", requires_all = ["hunting_tls_cert", "hunting_tls_key"])]
@@ -404,17 +509,6 @@ impl HuntingArgs {
             memory_bytes: self.hunting_memory_mib << 20,
             ..riposte_hunt::query::Limits::default()
         }
-    }
-
-    /// The store, opened, when a directory is configured (or given for a local control plane).
-    fn open_store(&self, directory: Option<PathBuf>, pod_name: Option<&str>) -> riposte::Result<Option<Store>> {
-        let Some(root) = self.hunting_dir.clone().or(directory) else { return Ok(None) };
-        let writer =
-            self.hunting_writer.clone().or_else(|| pod_name.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
-        let mut settings = StoreSettings::new(root, writer);
-        settings.retention = Duration::from_secs(self.hunting_retention_days * 86_400);
-        settings.max_bytes = self.hunting_max_gib << 30;
-        Store::open(settings).map(Some).map_err(|e| riposte::Error::Hunting(e.to_string()))
     }
 
     fn backend(&self, store: Option<&Store>) -> riposte::Result<Backend> {
@@ -609,12 +703,12 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
             started
         }
     };
-    let hunting_store = args.hunting.open_store(local_hunting_dir.clone(), args.pod_name.as_deref())?;
-    let hunting_sink = match &hunting_store {
-        Some(store) => HuntingSink::new(store.clone(), &args.hunting.cluster_name),
-        None => HuntingSink::default(),
-    };
-    let hunting_backend = hunting_api.as_ref().map(|_| args.hunting.backend(hunting_store.as_ref())).transpose()?;
+    let hunting_store = args.hunting.store.open(local_hunting_dir.clone(), args.pod_name.as_deref()).await?;
+    let hunting_sink = hunting_store.as_ref().map(|opened| opened.sink.clone()).unwrap_or_default();
+    let hunting_backend = hunting_api
+        .as_ref()
+        .map(|_| args.hunting.backend(hunting_store.as_ref().map(|opened| &opened.store)))
+        .transpose()?;
     let mut protected: BTreeSet<String> = args.protected_namespaces.into_iter().filter(|n| !n.is_empty()).collect();
     protected.extend(args.pod_namespace.clone());
     let guardrails =
@@ -637,6 +731,9 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
     let metrics = Metrics::register(&mut registry);
     let detection_metrics = DetectionMetrics::register(&mut registry);
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
+    if let Some(opened) = &hunting_store {
+        HuntingMetrics::register(&mut registry, opened.store.clone());
+    }
     let event_hubs = event_hubs.map(|settings| {
         let counters = riposte_streams::kafka::Metrics::default();
         counters.register(&mut registry);
@@ -671,14 +768,15 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         detection_metrics,
         runtime_metrics,
     );
-    let stored = hunting_store.map(|store| {
+    let stored = hunting_store.map(|opened| {
         tokio::spawn(hunting::record_objects(client.clone(), hunting_sink.clone()));
-        tokio::spawn(store.run(terminated()))
+        opened.spawn()
     });
     let hunting_client = client.clone();
+    let hunting_api_sink = hunting_sink.clone();
     let hunted = async move {
         match (hunting_api, hunting_backend) {
-            (Some(api), Some(backend)) => api.serve(hunting_client, backend).await,
+            (Some(api), Some(backend)) => api.serve(hunting_client, backend, hunting_api_sink).await,
             _ => std::future::pending().await,
         }
     };
@@ -721,7 +819,7 @@ async fn run(args: RunArgs) -> riposte::Result<()> {
         let _ = tokio::time::timeout(HUNTING_FLUSH_GRACE, stored).await;
     }
     // A local control plane's store goes with it, as its etcd does.
-    if let Some(directory) = local_hunting_dir.filter(|_| args.hunting.hunting_dir.is_none()) {
+    if let Some(directory) = local_hunting_dir.filter(|_| args.hunting.store.hunting_dir.is_none()) {
         let _ = std::fs::remove_dir_all(directory);
     }
     result

@@ -293,3 +293,55 @@ impl RuntimeMetrics {
         metrics
     }
 }
+
+/// The hunting store's sizes, read from the store at each scrape.
+pub struct HuntingMetrics {
+    store: riposte_hunt::store::Store,
+}
+
+impl std::fmt::Debug for HuntingMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HuntingMetrics").field("root", &self.store.settings().root).finish()
+    }
+}
+
+impl HuntingMetrics {
+    pub fn register(registry: &mut Registry, store: riposte_hunt::store::Store) {
+        registry.register_collector(Box::new(HuntingMetrics { store }));
+    }
+}
+
+impl prometheus_client::collector::Collector for HuntingMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let usage = self.store.usage();
+        let gauges = [
+            ("riposte_hunting_files", "Committed Parquet files the hunting store reads (every writer's)", usage.files as i64),
+            ("riposte_hunting_bytes", "Size of the committed Parquet files the hunting store reads", usage.bytes as i64),
+            ("riposte_hunting_memory_rows", "Rows held in memory, not yet committed", usage.memory_rows as i64),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "riposte_hunting_refused_rows",
+                "Rows refused because the store's memory bound was reached (the disk could not keep up)",
+                usage.refused_rows,
+            ),
+            (
+                "riposte_hunting_bucket_failed_syncs",
+                "Copies of the store's files to its bucket that failed (retried at the next flush)",
+                usage.failed_bucket_syncs,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

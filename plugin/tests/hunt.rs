@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use riposte::hunting::forward::{ForwardMetrics, ForwardSettings, Forwarder};
 use riposte::hunting::server::Backend;
 use riposte::hunting::{HuntingSink, record_objects};
 use riposte::local::{LocalHuntingApi, Options, StaticUser};
 use riposte_crds::Alert;
+use riposte_detect::audit::Timestamp;
+use riposte_detect::runtime::{Action, Container, Endpoint, Process, ProcessEvent, Sensor};
 use riposte_e2e::{Env, detection_settings, eventually};
 use riposte_hunt::query::Limits;
 use riposte_hunt::store::{Store, StoreSettings};
@@ -86,7 +89,7 @@ async fn hunts_find_the_attackers_api_calls_and_only_hunters_may_hunt() {
     let api = LocalHuntingApi::bind(Limits::default()).await.expect("the hunting API binds");
     let ca = root.with_extension("ca.crt");
     std::fs::write(&ca, &api.ca_pem).unwrap();
-    tokio::spawn(api.server.serve(env.client.clone(), Backend::Local(store.clone())));
+    tokio::spawn(api.server.serve(env.client.clone(), Backend::Local(store.clone()), HuntingSink::default()));
     let endpoint = ["--url", api.url.as_str(), "--ca-file", ca.to_str().unwrap()];
 
     env.namespace("shop").await;
@@ -199,5 +202,116 @@ async fn hunts_find_the_attackers_api_calls_and_only_hunters_may_hunt() {
     .await;
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.starts_with("OperationName"), "{}", table.stdout);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The Role a node sensor's ServiceAccount has for sending events (charts/riposte's sensor.yaml).
+const SENSOR_ROLE: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: test-sensor-events }
+rules:
+  - apiGroups: ["riposte.dev"]
+    resources: ["hunts/events"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: test-sensor-events }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test-sensor-events }
+subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: node-sensor }]
+"#;
+
+/// A reverse shell on node-7, as the node's sensor reports it.
+fn reverse_shell(at: i64) -> Vec<ProcessEvent> {
+    let container = Container {
+        id: "c-web-0".into(),
+        name: Some("app".into()),
+        image: Some("shop/web:1".into()),
+        pod: Some("web-0".into()),
+        namespace: Some("shop".into()),
+        ..Container::default()
+    };
+    let bash = Process { pid: 4242, name: "bash".into(), binary: "/bin/bash".into(), args: vec!["-i".into()], ..Process::default() };
+    let event = |offset: i64, action: Action| ProcessEvent {
+        time: Timestamp::from_unix_micros(at + offset),
+        sensor: Sensor::Riposte,
+        node: Some("node-7".into()),
+        container: Some(container.clone()),
+        process: bash.clone(),
+        parent: Some(Process { pid: 1, name: "nginx".into(), ..Process::default() }),
+        ancestors: vec![],
+        action,
+    };
+    vec![
+        event(0, Action::Exec),
+        event(1, Action::Connect(Endpoint { address: "203.0.113.9".into(), port: 4444, protocol: "tcp".into() })),
+        event(2, Action::Exit { code: Some(0) }),
+    ]
+}
+
+#[tokio::test]
+async fn a_node_sensors_events_reach_the_operators_store_and_only_the_sensor_may_send_them() {
+    let users = ["node-sensor", "rita"]
+        .iter()
+        .map(|name| StaticUser { name: (*name).into(), token: format!("token-{name}"), groups: vec![] })
+        .collect();
+    let env = Env::start_with(Options { users, ..Options::default() }).await;
+    env.install_chart();
+    let out = env.kubectl_stdin(&["apply", "-f", "-"], SENSOR_ROLE);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.kubectl(&["create", "clusterrolebinding", "rita-responder", "--clusterrole", "riposte-responder", "--user", "rita"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let root = std::env::temp_dir().join(format!("riposte-hunt-events-{}", std::process::id()));
+    let store = Store::open(StoreSettings::new(&root, "operator")).expect("the store opens");
+    let api = LocalHuntingApi::bind(Limits::default()).await.expect("the hunting API binds");
+    let ca = root.with_extension("ca.crt");
+    std::fs::write(&ca, &api.ca_pem).unwrap();
+    let operator_sink = HuntingSink::new(store.clone(), "e2e-cluster");
+    tokio::spawn(api.server.serve(env.client.clone(), Backend::Local(store.clone()), operator_sink));
+
+    // The sensor's forwarder, with the sensor's token; and one with a hunter's token.
+    let forwarder_of = |user: &str| {
+        let token_file = root.with_extension(format!("{user}.token"));
+        std::fs::write(&token_file, format!("token-{user}\n")).unwrap();
+        let settings = ForwardSettings { url: api.url.clone(), ca_file: ca.clone(), token_file };
+        let metrics = ForwardMetrics::default();
+        let (forwarder, _task) = Forwarder::start(settings, metrics.clone()).expect("the forwarder starts");
+        (HuntingSink::forwarding(forwarder), metrics)
+    };
+    let (sensor, sensor_metrics) = forwarder_of("node-sensor");
+    let (impostor, impostor_metrics) = forwarder_of("rita");
+    let now = riposte_hunt::store::now_micros();
+    for event in reverse_shell(now - 60_000_000) {
+        sensor.process(&event);
+    }
+    impostor.process(&reverse_shell(now - 30_000_000)[0]);
+
+    let rita = kubeconfig_of(&env, "rita");
+    let hunt = [
+        "hunt",
+        "CloudProcessEvents | where NodeName == 'node-7' | project Timestamp, ProcessName, ActionType, RemoteIP, RemotePort",
+        "--since",
+        "1h",
+        "--format",
+        "json",
+        "--url",
+        api.url.as_str(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ];
+    let rows = eventually("the sensor's events in the operator's store", || async {
+        let rows = json_rows(&plugin(&rita, &hunt).await);
+        (rows.len() >= 3 && impostor_metrics.rejected.get() == 1).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 3, "the sensor's three events, none of the hunter's: {rows:#?}");
+    let actions: Vec<&str> = rows.iter().map(|r| r["ActionType"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"connect") && actions.contains(&"exec"), "{actions:?}");
+    let connect = rows.iter().find(|r| r["ActionType"] == "connect").unwrap();
+    assert_eq!((connect["RemoteIP"].as_str(), connect["RemotePort"].as_i64()), (Some("203.0.113.9"), Some(4444)));
+    assert_eq!(sensor_metrics.sent.get(), 3);
+    assert_eq!((impostor_metrics.sent.get(), impostor_metrics.rejected.get()), (0, 1), "a hunter may not send events");
     let _ = std::fs::remove_dir_all(&root);
 }

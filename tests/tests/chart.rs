@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{ListParams, PostParams};
@@ -534,6 +534,82 @@ fn hunting_renders_its_volume_port_flags_and_only_the_review_rights_it_uses() {
     );
     let error = try_render(&["--set", "hunting.enabled=true", "--set", "detection.enabled=false"]).unwrap_err();
     assert!(error.contains("hunting.enabled needs detection.enabled"), "{error}");
+}
+
+#[test]
+fn the_node_sensors_events_go_to_the_operators_store_or_with_a_bucket_to_the_nodes_spool() {
+    let hunting = ["--set", "hunting.enabled=true", "--set", "leaderElection.enabled=false", "--set", "sensor.enabled=true"];
+    let sensor_pod = |docs: &[Value]| {
+        let daemon_set: DaemonSet = typed(docs, "DaemonSet", "riposte-sensor");
+        daemon_set.spec.unwrap().template.spec.unwrap()
+    };
+    // Without a bucket, the sensor keeps nothing on its node: it sends its events to the
+    // operator's hunting API, trusting the audit webhook's CA, with the right to.
+    let docs = render(&hunting);
+    let pod = sensor_pod(&docs);
+    let args = pod.containers[0].args.clone().unwrap();
+    let forwarding = [
+        "--hunting-forward-url=https://riposte-audit.riposte-system.svc:8443",
+        "--hunting-forward-ca-file=/etc/riposte/hunting-ca/ca.crt",
+    ];
+    assert_eq!(args.iter().filter(|a| a.starts_with("--hunting")).collect::<Vec<_>>(), forwarding, "{args:?}");
+    assert!(!pod.volumes.iter().flatten().any(|v| v.name == "hunting-spool"));
+    let ca = pod.volumes.unwrap().into_iter().find(|v| v.name == "hunting-ca").unwrap().secret.unwrap();
+    assert_eq!(ca.secret_name.as_deref(), Some("riposte-audit-tls"));
+    assert_eq!(ca.items.unwrap().iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["ca.crt"]);
+    let sensor_role = |docs: &[Value]| find(docs, "ClusterRole", "riposte-sensor").unwrap()["rules"].clone();
+    let sends_events = |rules: &Value| {
+        rules.as_array().unwrap().iter().any(|r| strings(r, "resources") == ["hunts/events"] && strings(r, "verbs") == ["create"])
+    };
+    assert!(sends_events(&sensor_role(&docs)));
+    let without_hunting = render(&["--set", "sensor.enabled=true"]);
+    assert!(!sends_events(&sensor_role(&without_hunting)), "no right to send events when nothing keeps them");
+    let pod = sensor_pod(&without_hunting);
+    assert!(!pod.containers[0].args.iter().flatten().any(|a| a.starts_with("--hunting")));
+
+    let with_bucket = [
+        "--set",
+        "hunting.objectStorage.bucket=s3://hunting/riposte/prod-eu",
+        "--set",
+        "hunting.objectStorage.endpoint=https://minio.storage.svc:9000",
+        "--set",
+        "hunting.objectStorage.credentialsSecret=hunting-s3",
+    ];
+    let docs = render(&[&hunting[..], &with_bucket[..]].concat());
+    let bucket_args = ["--hunting-bucket=s3://hunting/riposte/prod-eu", "--hunting-bucket-endpoint=https://minio.storage.svc:9000"];
+    let credentials = |container: &k8s_openapi::api::core::v1::Container| {
+        container.env_from.iter().flatten().filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone())).collect::<Vec<_>>()
+    };
+    let deployment: Deployment = typed(&docs, "Deployment", "riposte");
+    let args = container_args(&deployment);
+    for expected in bucket_args {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from the operator's {args:?}");
+    }
+    assert_eq!(credentials(&deployment.spec.unwrap().template.spec.unwrap().containers[0]), ["hunting-s3"]);
+
+    let pod = sensor_pod(&docs);
+    let args = pod.containers[0].args.clone().unwrap();
+    for expected in bucket_args.into_iter().chain([
+        "--hunting-dir=/var/lib/riposte/hunting-spool",
+        "--hunting-max-gib=5",
+        "--hunting-max-memory-rows=100000",
+        "--hunting-retention-days=30",
+    ]) {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from the sensor's {args:?}");
+    }
+    assert_eq!(credentials(&pod.containers[0]), ["hunting-s3"]);
+    assert!(!args.iter().any(|a| a.starts_with("--hunting-forward")), "the spool, not the API: {args:?}");
+    assert!(!sends_events(&sensor_role(&docs)));
+    let spool = pod.volumes.unwrap().into_iter().find(|v| v.name == "hunting-spool").unwrap().host_path.unwrap();
+    assert_eq!((spool.path.as_str(), spool.type_.as_deref()), ("/var/lib/riposte/hunting-spool", Some("DirectoryOrCreate")));
+    assert!(
+        pod.containers[0].volume_mounts.iter().flatten().any(|m| m.name == "hunting-spool"
+            && m.mount_path == "/var/lib/riposte/hunting-spool"
+            && m.read_only != Some(true))
+    );
+
+    let error = try_render(&[&hunting[..], &["--set", "hunting.objectStorage.bucket=hunting"][..]].concat()).unwrap_err();
+    assert!(error.contains("s3://<bucket>/<prefix>"), "{error}");
 }
 
 /// kube-apiserver v1.33 starts with the chart's audit policy and webhook kubeconfig, and

@@ -64,3 +64,34 @@ usually cannot resolve cluster DNS names), else the Service's DNS name. */ -}}
 {{- end -}}
 {{- printf "https://%s:%v/audit" $host .Values.detection.auditWebhook.port -}}
 {{- end -}}
+
+{{- /* The flags of the hunting bucket (context: .Values.hunting), for the operator and the
+node sensor alike. */ -}}
+{{- define "riposte.huntingBucketArgs" -}}
+{{- with .objectStorage }}
+{{- if .bucket }}
+{{- if not (hasPrefix "s3://" .bucket) }}
+{{- fail "hunting.objectStorage.bucket is an s3://<bucket>/<prefix> address" }}
+{{- end }}
+- --hunting-bucket={{ .bucket }}
+{{- with .endpoint }}
+- --hunting-bucket-endpoint={{ . }}
+{{- end }}
+{{- with .region }}
+- --hunting-bucket-region={{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The bucket's credentials as the AWS_* variables, from the Secret named (context:
+.Values.hunting). */ -}}
+{{- define "riposte.huntingBucketCredentials" -}}
+{{- with .objectStorage }}
+{{- if and .bucket .credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .credentialsSecret }}
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -82,8 +82,8 @@ pub async fn run(
         tasks.0.push(tokio::task::spawn_blocking(move || follow_tetragon(follower, &inlet)));
     }
     drop(inlet);
-    // The node's events are evaluated here; they reach the hunting store when the sensor
-    // runs inside the operator (docs/hunting.md says what a DaemonSet's sensor keeps).
+    // The node's events are evaluated here, and kept by `settings.hunting`: the operator's
+    // store through its API, or this node's spool copied to the hunting bucket.
     let runtime_settings = RuntimeSettings {
         config: settings.config,
         namespace: settings.namespace,

@@ -1,8 +1,11 @@
 //! Hunting: every audit and process event the operator evaluates is kept in the hunting
 //! store (`riposte-hunt`), with a row for each change of Riposte's Alerts and
 //! ResponseActions, and searched through an HTTPS API that authenticates the caller's
-//! Kubernetes token and asks the apiserver whether they may hunt (docs/hunting.md).
+//! Kubernetes token and asks the apiserver whether they may hunt (docs/hunting.md). The
+//! node sensors' events reach the store through the same API, or each node's spool copied
+//! to the hunting bucket.
 
+pub mod forward;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -18,10 +21,12 @@ use riposte_hunt::record::{ActionRow, AlertRow, action_record, alert_record, aud
 use riposte_hunt::store::{Store, now_micros};
 use tracing::warn;
 
-/// Where evaluated events go for hunting; a sink without a store keeps nothing.
+/// Where evaluated events go for hunting: a store, or (a node sensor's) the operator's
+/// store through its API; a sink with neither keeps nothing.
 #[derive(Clone, Default)]
 pub struct HuntingSink {
     store: Option<Store>,
+    forwarder: Option<forward::Forwarder>,
     cluster: Arc<str>,
 }
 
@@ -29,6 +34,7 @@ impl std::fmt::Debug for HuntingSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HuntingSink")
             .field("root", &self.store.as_ref().map(|s| s.settings().root.clone()))
+            .field("forwarder", &self.forwarder)
             .field("cluster", &self.cluster)
             .finish()
     }
@@ -36,7 +42,12 @@ impl std::fmt::Debug for HuntingSink {
 
 impl HuntingSink {
     pub fn new(store: Store, cluster: &str) -> HuntingSink {
-        HuntingSink { store: Some(store), cluster: cluster.into() }
+        HuntingSink { store: Some(store), forwarder: None, cluster: cluster.into() }
+    }
+
+    /// Process events are sent to the operator's store; a sensor has no other kind.
+    pub fn forwarding(forwarder: forward::Forwarder) -> HuntingSink {
+        HuntingSink { store: None, forwarder: Some(forwarder), cluster: Arc::from("") }
     }
 
     pub fn store(&self) -> Option<&Store> {
@@ -53,6 +64,9 @@ impl HuntingSink {
     pub fn process(&self, event: &ProcessEvent) {
         if let Some(store) = &self.store {
             store.append([process_record(event, &self.cluster)]);
+        }
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.offer(event);
         }
     }
 

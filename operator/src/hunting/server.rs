@@ -1,10 +1,13 @@
 //! The hunting API, over HTTPS: `POST /v1/hunt` runs a SQL or KQL hunt within a window,
-//! `POST /v1/go-hunt` the timeline of an Alert's entities.
+//! `POST /v1/go-hunt` the timeline of an Alert's entities, and `POST /v1/events` takes the
+//! process events of the node sensors into the store.
 //!
 //! Hunting reveals every event of the cluster, so it has a permission of its own: the caller
 //! presents their Kubernetes bearer token, the apiserver says who that is (TokenReview) and
 //! whether they may `create` `hunts.riposte.dev` (SubjectAccessReview). The chart's
-//! `riposte-responder` role grants it; `riposte-viewer` does not.
+//! `riposte-responder` role grants it; `riposte-viewer` does not. Sending events is another
+//! permission, `create` on the subresource `hunts/events`, which only the sensor's
+//! ServiceAccount has: a hunter cannot write what others will hunt.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use riposte_crds::Alert;
 use riposte_detect::audit::Timestamp;
+use riposte_detect::runtime::ProcessEvent;
 use riposte_hunt::go_hunt::{Entities, go_hunt};
 use riposte_hunt::query::{Hunt, HuntResult, Language, Limits, TrinoTables, run_local, run_trino};
 use riposte_hunt::store::{Store, now_micros};
@@ -31,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use super::HuntingSink;
 use crate::error::{Error, Result};
 
 /// The API group and resource a hunter must be allowed to `create`.
@@ -38,6 +43,11 @@ pub const HUNT_GROUP: &str = "riposte.dev";
 pub const HUNT_RESOURCE: &str = "hunts";
 pub const HUNT_PATH: &str = "/v1/hunt";
 pub const GO_HUNT_PATH: &str = "/v1/go-hunt";
+pub const EVENTS_PATH: &str = "/v1/events";
+/// The subresource a sensor must be allowed to `create` to send events.
+pub const EVENTS_SUBRESOURCE: &str = "events";
+/// The largest batch of events a sensor sends (a thousand events are about 1 MiB).
+pub const MAX_EVENTS_BYTES: usize = 16 << 20;
 /// The stack of a hunt's threads.
 const HUNT_THREAD_STACK: usize = 32 << 20;
 /// The largest request body: a hunt's text.
@@ -76,6 +86,8 @@ struct Shared {
     hunts: tokio::runtime::Handle,
     /// The operator's own user, whose bookkeeping requests a go hunt leaves out.
     identity: String,
+    /// Where the sensors' events go.
+    sink: HuntingSink,
 }
 
 impl HuntingServer {
@@ -92,8 +104,8 @@ impl HuntingServer {
         self.listener.local_addr().map_err(|e| Error::Hunting(format!("the listener has no address: {e}")))
     }
 
-    /// Serves until the process ends.
-    pub async fn serve(self, client: Client, backend: Backend) -> Result<()> {
+    /// Serves until the process ends; the sensors' events go to `sink`.
+    pub async fn serve(self, client: Client, backend: Backend, sink: HuntingSink) -> Result<()> {
         let addr = self.local_addr()?;
         // A runtime of its own: a hunt keeps its cores busy for seconds.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,11 +117,12 @@ impl HuntingServer {
             .build()
             .map_err(|e| Error::Hunting(format!("cannot start the hunts' runtime: {e}")))?;
         let identity = crate::controller::identity(&client).await?;
-        let shared = Shared { client, backend, limits: self.limits, hunts: runtime.handle().clone(), identity };
+        let shared = Shared { client, backend, limits: self.limits, hunts: runtime.handle().clone(), identity, sink };
         info!(%addr, hunt = HUNT_PATH, go_hunt = GO_HUNT_PATH, "serving the hunting API over HTTPS");
         let app = Router::new()
             .route(HUNT_PATH, post(hunt))
             .route(GO_HUNT_PATH, post(go_hunt_of_alert))
+            .route(EVENTS_PATH, post(events).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENTS_BYTES)))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
             .layer(middleware::from_fn_with_state(shared.clone(), authorize))
             .with_state(shared);
@@ -165,8 +178,19 @@ async fn authorize(State(shared): State<Shared>, mut request: Request, next: Nex
         }
     };
     let name = user.username.clone().unwrap_or_default();
-    match may_hunt(&shared.client, user).await {
+    let sends_events = request.uri().path() == EVENTS_PATH;
+    let subresource = sends_events.then_some(EVENTS_SUBRESOURCE);
+    match may_create(&shared.client, user, subresource).await {
         Ok(true) => {}
+        Ok(false) if sends_events => {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{name} may not send events: that needs the permission to create \
+                     {HUNT_RESOURCE}/{EVENTS_SUBRESOURCE} in {HUNT_GROUP} (the node sensor's role has it)"
+                ),
+            );
+        }
         Ok(false) => {
             return refusal(
                 StatusCode::FORBIDDEN,
@@ -192,7 +216,8 @@ async fn review_token(client: &Client, token: String) -> Result<Option<UserInfo>
     Ok(reviewed.status.filter(|s| s.authenticated == Some(true)).and_then(|s| s.user))
 }
 
-async fn may_hunt(client: &Client, user: UserInfo) -> Result<bool, kube::Error> {
+/// Whether `user` may create hunts (or their `subresource`).
+async fn may_create(client: &Client, user: UserInfo, subresource: Option<&str>) -> Result<bool, kube::Error> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: user.username,
@@ -202,6 +227,7 @@ async fn may_hunt(client: &Client, user: UserInfo) -> Result<bool, kube::Error> 
             resource_attributes: Some(ResourceAttributes {
                 group: Some(HUNT_GROUP.into()),
                 resource: Some(HUNT_RESOURCE.into()),
+                subresource: subresource.map(str::to_owned),
                 verb: Some("create".into()),
                 ..ResourceAttributes::default()
             }),
@@ -225,6 +251,28 @@ async fn hunt(State(shared): State<Shared>, caller: axum::Extension<Caller>, bod
     };
     let hunt = Hunt { text: request.query, language: request.language, from, to };
     run(&shared, hunt, &caller.0.0).await
+}
+
+/// A node sensor's batch of process events, kept in the store as the operator's own are.
+async fn events(State(shared): State<Shared>, caller: axum::Extension<Caller>, body: axum::body::Bytes) -> Response {
+    let Some(store) = shared.sink.store() else {
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "this operator keeps no hunting store (--hunting-dir)");
+    };
+    let events: Vec<ProcessEvent> = match serde_json::from_slice(&body) {
+        Ok(events) => events,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &format!("the request is not a list of process events: {e}")),
+    };
+    let refused_before = store.usage().refused_rows;
+    for event in &events {
+        shared.sink.process(event);
+    }
+    let refused = store.usage().refused_rows - refused_before;
+    if refused > 0 {
+        // The store's memory is full (its disk cannot keep up): the sensor sends them again.
+        warn!(caller = %caller.0.0, refused, "a sensor's events were refused: the hunting store is full");
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "the hunting store is full; send the events again later");
+    }
+    (StatusCode::OK, Json(serde_json::json!({ "accepted": events.len() }))).into_response()
 }
 
 async fn go_hunt_of_alert(
