@@ -28,10 +28,12 @@ const PODS: u32 = 2000;
 const RUNS: usize = 11;
 
 fn event(i: u64, span_micros: i64, total: u64) -> Record {
-    let pod = (i % u64::from(PODS)) as u32;
     let programs = ["nginx", "sh", "bash", "curl", "python3", "cat", "ls", "wget"];
-    // One process in 50,000 is rare (a pod runs it once): what the rare-process hunt finds.
-    let name = if i % 50_000 == 7 { "xmrig" } else { programs[(i % 8) as usize] };
+    // One process in 50,000 is rare: each is run once, by a pod of its own, which is what
+    // the rare-process hunt finds (the others' pods run their program thousands of times).
+    let rare = i % 50_000 == 7;
+    let pod = if rare { (i / 50_000) % u64::from(PODS) } else { i % u64::from(PODS) } as u32;
+    let name = if rare { "xmrig" } else { programs[(i % 8) as usize] };
     let action = match i % 4 {
         0 | 1 => Action::Exec,
         2 => Action::FileOpen { path: format!("/var/log/app/{}.log", i % 97), write: true, truncate: false },

@@ -47,9 +47,10 @@ pub struct BucketSettings {
 impl BucketSettings {
     /// The bucket's name and the key prefix, from `s3://<bucket>[/<prefix>]`.
     pub fn location(&self) -> Result<(String, String)> {
-        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
-            Error::BucketUrl(format!("{:?} is not an s3://<bucket>/<prefix> address", self.url))
-        })?;
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::BucketUrl(format!("{:?} is not an s3://<bucket>/<prefix> address", self.url)))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(Error::BucketUrl(format!("{:?} names no bucket", self.url)));
@@ -117,13 +118,8 @@ impl Mirror {
             builder = builder.with_config(*key, value);
         }
         let bucket = builder.build().map_err(|e| Error::BucketUrl(format!("{}: {e}", settings.url)))?;
-        let mut mirror = Mirror {
-            bucket: Arc::new(bucket),
-            prefix,
-            writer: writer.to_owned(),
-            retention,
-            objects: BTreeMap::new(),
-        };
+        let mut mirror =
+            Mirror { bucket: Arc::new(bucket), prefix, writer: writer.to_owned(), retention, objects: BTreeMap::new() };
         mirror.list().await?;
         let interrupted = plan(&mirror.objects, &[], i64::MIN).deletes;
         mirror.delete(&interrupted).await?;
@@ -144,21 +140,24 @@ impl Mirror {
     /// Uploads the store's committed files the bucket lacks, then deletes the objects that
     /// compaction merged or the retention expired.
     pub async fn sync(&mut self, store: &Store, now_micros: i64) -> Result<Synced> {
-        let local = store.own_files();
-        let keyed: Vec<(String, Partition, Generations, std::path::PathBuf)> =
-            local.into_iter().map(|(partition, generations, path)| (key(partition, &generations), partition, generations, path)).collect();
+        let local: Vec<(String, Object, std::path::PathBuf)> = store
+            .own_files()
+            .into_iter()
+            .map(|(partition, generations, path)| {
+                (key(partition, &generations), Object { partition, generations }, path)
+            })
+            .collect();
         let cutoff = now_micros - i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
         let candidates: Vec<(String, Object)> =
-            keyed.iter().map(|(key, partition, generations, _)| (key.clone(), Object { partition: *partition, generations: generations.clone() })).collect();
-        let planned = plan(&self.objects, &candidates, cutoff);
+            local.iter().map(|(key, object, _)| (key.clone(), object.clone())).collect();
         let mut synced = Synced::default();
-        for upload in &planned.uploads {
-            let Some((_, partition, generations, path)) = keyed.iter().find(|(key, ..)| key == upload) else { continue };
-            match self.upload(upload, path).await {
+        for upload in plan(&self.objects, &candidates, cutoff).uploads {
+            let Some((_, object, path)) = local.iter().find(|(key, ..)| *key == upload) else { continue };
+            match self.upload(&upload, path).await {
                 Ok(bytes) => {
                     synced.uploaded_files += 1;
                     synced.uploaded_bytes += bytes;
-                    self.objects.insert(upload.clone(), Object { partition: *partition, generations: generations.clone() });
+                    self.objects.insert(upload, object.clone());
                 }
                 // Compaction or retention removed it since it was listed: the next pass
                 // uploads what replaced it.
@@ -166,8 +165,8 @@ impl Mirror {
                 Err(error) => return Err(error),
             }
         }
-        // Deletions are planned again on what is now up, so that a merged file that failed
-        // to upload keeps its inputs.
+        // Deletions are planned on what is now up, so that a merged file that failed to
+        // upload keeps its inputs.
         let deletes = plan(&self.objects, &[], cutoff).deletes;
         synced.deleted_objects = deletes.len();
         self.delete(&deletes).await?;
@@ -211,10 +210,11 @@ impl Mirror {
                 return Err(Error::Bucket { action: "uploading", key: location.to_string(), source: io_to_store(e) });
             }
         };
-        writer
-            .shutdown()
-            .await
-            .map_err(|e| Error::Bucket { action: "uploading", key: location.to_string(), source: io_to_store(e) })?;
+        writer.shutdown().await.map_err(|e| Error::Bucket {
+            action: "uploading",
+            key: location.to_string(),
+            source: io_to_store(e),
+        })?;
         Ok(bytes)
     }
 
@@ -260,9 +260,9 @@ fn plan(objects: &BTreeMap<String, Object>, local: &[(String, Object)], cutoff: 
         .iter()
         .filter(|(_, o)| {
             expired(o)
-                || after.iter().any(|(_, other)| {
-                    other.partition == o.partition && covers(&other.generations, &o.generations)
-                })
+                || after
+                    .iter()
+                    .any(|(_, other)| other.partition == o.partition && covers(&other.generations, &o.generations))
         })
         .map(|(key, _)| (*key).clone())
         .collect();

@@ -2,8 +2,8 @@
 //! searched with SQL or KQL, on Apache DataFusion in the operator or on Trino.
 #![forbid(unsafe_code)]
 
-mod error;
 pub mod bucket;
+mod error;
 pub mod functions;
 pub mod go_hunt;
 pub mod kql;

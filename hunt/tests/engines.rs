@@ -10,9 +10,9 @@ mod trino_server;
 
 use std::time::Duration;
 
+use object_store::aws::AmazonS3ConfigKey;
 use riposte_detect::audit;
 use riposte_detect::runtime::{Action, Container, Endpoint, Process, ProcessEvent, Sensor};
-use object_store::aws::AmazonS3ConfigKey;
 use riposte_hunt::bucket::{BucketSettings, Mirror};
 use riposte_hunt::go_hunt::{Entities, go_hunt};
 use riposte_hunt::query::{
@@ -363,7 +363,10 @@ async fn every_writers_files_copied_to_a_bucket_are_hunted_by_trino_as_in_the_st
     drop(node);
     let (node, mut node_mirror) = open(&scratch.join("new-spool"), "node-b").await;
     assert!(node_mirror.next_generation() >= 2, "the bucket's generations of node-b are known");
-    let recent = processes.iter().take(3).map(|e| ProcessEvent { time: audit::Timestamp::from_unix_micros(now - MINUTE), ..e.clone() });
+    let recent = processes
+        .iter()
+        .take(3)
+        .map(|e| ProcessEvent { time: audit::Timestamp::from_unix_micros(now - MINUTE), ..e.clone() });
     node.append(recent.map(|e| process_record(&e, "prod-eu")));
     node.flush().await.unwrap();
     let synced = node_mirror.sync(&node, now).await.unwrap();
@@ -400,9 +403,8 @@ async fn assert_same_rows(
     };
     hunts.push(Hunt { to: now + 1, ..go_hunt(&entities, now - 40 * MINUTE).unwrap() });
     for hunt in &hunts {
-        let local = run_local(store, hunt, &limits, now + 1)
-            .await
-            .unwrap_or_else(|e| panic!("DataFusion: {e}\n{}", hunt.text));
+        let local =
+            run_local(store, hunt, &limits, now + 1).await.unwrap_or_else(|e| panic!("DataFusion: {e}\n{}", hunt.text));
         let trino = run_trino(client, tables, hunt, &limits, now + 1)
             .await
             .unwrap_or_else(|e| panic!("Trino: {e}\n{}\n{}", hunt.text, server.log_tail()));

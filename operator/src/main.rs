@@ -21,15 +21,15 @@ use riposte::detection::pipeline::{self, DetectionSettings, QueueLimits};
 use riposte::detection::runtime::{self, RuntimeSettings};
 use riposte::detection::webhook::{Credentials, PubSubPush, Webhook, WebhookSettings};
 use riposte::guard::Guardrails;
-use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
 use riposte::hunting::forward::{ForwardMetrics, ForwardSettings, Forwarder};
+use riposte::hunting::server::{Backend, HuntingServer, ServerSettings};
 use riposte::hunting::{self, HuntingSink};
 use riposte::leader;
 use riposte::local::{self, LocalAuditWebhook, LocalControlPlane, LocalHuntingApi};
 use riposte::metrics::{DetectionMetrics, HuntingMetrics, Metrics, RuntimeMetrics};
 use riposte_detect::coverage::AuditCoverage;
-use riposte_hunt::query::TrinoTables;
 use riposte_hunt::bucket::{BucketSettings, Mirror};
+use riposte_hunt::query::TrinoTables;
 use riposte_hunt::store::{Store, StoreSettings};
 use riposte_hunt::trino::{TrinoClient, TrinoSettings};
 use tracing::{error, info, warn};
@@ -64,7 +64,7 @@ enum Command {
     Detect(DetectArgs),
     /// Run the node side of the runtime detections (one per node, as a DaemonSet): Riposte's
     /// eBPF sensor and/or a Tetragon export file in, K8S.NODE_* Alerts out.
-    Sensor(SensorArgs),
+    Sensor(Box<SensorArgs>),
 }
 
 /// `riposte sensor`: the runtime detections of one node.
@@ -99,13 +99,22 @@ struct SensorArgs {
     /// Send the node's process events to the operator's hunting API at this address
     /// (https://host:port), to be kept in its store; with a bucket, the node's spool
     /// (--hunting-dir, --hunting-bucket) is the other way.
-    #[arg(long, env = "RIPOSTE_HUNTING_FORWARD_URL", conflicts_with = "hunting_dir", requires = "hunting_forward_ca_file")]
+    #[arg(
+        long,
+        env = "RIPOSTE_HUNTING_FORWARD_URL",
+        conflicts_with = "hunting_dir",
+        requires = "hunting_forward_ca_file"
+    )]
     hunting_forward_url: Option<String>,
     /// The CA certificates (PEM) of the hunting API's certificate.
     #[arg(long, env = "RIPOSTE_HUNTING_FORWARD_CA_FILE", requires = "hunting_forward_url")]
     hunting_forward_ca_file: Option<PathBuf>,
     /// The token the sensor presents to the hunting API, read at each request.
-    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token", env = "RIPOSTE_HUNTING_FORWARD_TOKEN_FILE")]
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        env = "RIPOSTE_HUNTING_FORWARD_TOKEN_FILE"
+    )]
     hunting_forward_token_file: PathBuf,
 }
 
@@ -422,7 +431,8 @@ impl HuntingStoreArgs {
     /// plane), with its bucket's mirror when one is configured.
     async fn open(&self, directory: Option<PathBuf>, writer: Option<&str>) -> riposte::Result<Option<OpenedStore>> {
         let Some(root) = self.hunting_dir.clone().or(directory) else { return Ok(None) };
-        let writer = self.hunting_writer.clone().or_else(|| writer.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
+        let writer =
+            self.hunting_writer.clone().or_else(|| writer.map(str::to_owned)).unwrap_or_else(|| "riposte".into());
         let hunting = |e: riposte_hunt::Error| riposte::Error::Hunting(e.to_string());
         let retention = Duration::from_secs(self.hunting_retention_days * 86_400);
         let mut settings = StoreSettings::new(root, writer);
@@ -609,7 +619,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(*args).await,
-            Command::Sensor(args) => sense(args).await,
+            Command::Sensor(args) => sense(*args).await,
             Command::Prepare => {
                 let dir = local::ensure_binaries().await?;
                 println!("{}", dir.display());

@@ -318,8 +318,16 @@ impl prometheus_client::collector::Collector for HuntingMetrics {
         use prometheus_client::metrics::gauge::ConstGauge;
         let usage = self.store.usage();
         let gauges = [
-            ("riposte_hunting_files", "Committed Parquet files the hunting store reads (every writer's)", usage.files as i64),
-            ("riposte_hunting_bytes", "Size of the committed Parquet files the hunting store reads", usage.bytes as i64),
+            (
+                "riposte_hunting_files",
+                "Committed Parquet files the hunting store reads (every writer's)",
+                usage.files as i64,
+            ),
+            (
+                "riposte_hunting_bytes",
+                "Size of the committed Parquet files the hunting store reads",
+                usage.bytes as i64,
+            ),
             ("riposte_hunting_memory_rows", "Rows held in memory, not yet committed", usage.memory_rows as i64),
         ];
         for (name, help, value) in gauges {

@@ -232,7 +232,13 @@ fn reverse_shell(at: i64) -> Vec<ProcessEvent> {
         namespace: Some("shop".into()),
         ..Container::default()
     };
-    let bash = Process { pid: 4242, name: "bash".into(), binary: "/bin/bash".into(), args: vec!["-i".into()], ..Process::default() };
+    let bash = Process {
+        pid: 4242,
+        name: "bash".into(),
+        binary: "/bin/bash".into(),
+        args: vec!["-i".into()],
+        ..Process::default()
+    };
     let event = |offset: i64, action: Action| ProcessEvent {
         time: Timestamp::from_unix_micros(at + offset),
         sensor: Sensor::Riposte,
@@ -260,7 +266,15 @@ async fn a_node_sensors_events_reach_the_operators_store_and_only_the_sensor_may
     env.install_chart();
     let out = env.kubectl_stdin(&["apply", "-f", "-"], SENSOR_ROLE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = env.kubectl(&["create", "clusterrolebinding", "rita-responder", "--clusterrole", "riposte-responder", "--user", "rita"]);
+    let out = env.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "rita-responder",
+        "--clusterrole",
+        "riposte-responder",
+        "--user",
+        "rita",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let root = std::env::temp_dir().join(format!("riposte-hunt-events-{}", std::process::id()));

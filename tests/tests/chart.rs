@@ -538,7 +538,8 @@ fn hunting_renders_its_volume_port_flags_and_only_the_review_rights_it_uses() {
 
 #[test]
 fn the_node_sensors_events_go_to_the_operators_store_or_with_a_bucket_to_the_nodes_spool() {
-    let hunting = ["--set", "hunting.enabled=true", "--set", "leaderElection.enabled=false", "--set", "sensor.enabled=true"];
+    let hunting =
+        ["--set", "hunting.enabled=true", "--set", "leaderElection.enabled=false", "--set", "sensor.enabled=true"];
     let sensor_pod = |docs: &[Value]| {
         let daemon_set: DaemonSet = typed(docs, "DaemonSet", "riposte-sensor");
         daemon_set.spec.unwrap().template.spec.unwrap()
@@ -559,7 +560,11 @@ fn the_node_sensors_events_go_to_the_operators_store_or_with_a_bucket_to_the_nod
     assert_eq!(ca.items.unwrap().iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["ca.crt"]);
     let sensor_role = |docs: &[Value]| find(docs, "ClusterRole", "riposte-sensor").unwrap()["rules"].clone();
     let sends_events = |rules: &Value| {
-        rules.as_array().unwrap().iter().any(|r| strings(r, "resources") == ["hunts/events"] && strings(r, "verbs") == ["create"])
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| strings(r, "resources") == ["hunts/events"] && strings(r, "verbs") == ["create"])
     };
     assert!(sends_events(&sensor_role(&docs)));
     let without_hunting = render(&["--set", "sensor.enabled=true"]);
@@ -576,9 +581,15 @@ fn the_node_sensors_events_go_to_the_operators_store_or_with_a_bucket_to_the_nod
         "hunting.objectStorage.credentialsSecret=hunting-s3",
     ];
     let docs = render(&[&hunting[..], &with_bucket[..]].concat());
-    let bucket_args = ["--hunting-bucket=s3://hunting/riposte/prod-eu", "--hunting-bucket-endpoint=https://minio.storage.svc:9000"];
+    let bucket_args =
+        ["--hunting-bucket=s3://hunting/riposte/prod-eu", "--hunting-bucket-endpoint=https://minio.storage.svc:9000"];
     let credentials = |container: &k8s_openapi::api::core::v1::Container| {
-        container.env_from.iter().flatten().filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone())).collect::<Vec<_>>()
+        container
+            .env_from
+            .iter()
+            .flatten()
+            .filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone()))
+            .collect::<Vec<_>>()
     };
     let deployment: Deployment = typed(&docs, "Deployment", "riposte");
     let args = container_args(&deployment);
@@ -601,14 +612,16 @@ fn the_node_sensors_events_go_to_the_operators_store_or_with_a_bucket_to_the_nod
     assert!(!args.iter().any(|a| a.starts_with("--hunting-forward")), "the spool, not the API: {args:?}");
     assert!(!sends_events(&sensor_role(&docs)));
     let spool = pod.volumes.unwrap().into_iter().find(|v| v.name == "hunting-spool").unwrap().host_path.unwrap();
-    assert_eq!((spool.path.as_str(), spool.type_.as_deref()), ("/var/lib/riposte/hunting-spool", Some("DirectoryOrCreate")));
-    assert!(
-        pod.containers[0].volume_mounts.iter().flatten().any(|m| m.name == "hunting-spool"
-            && m.mount_path == "/var/lib/riposte/hunting-spool"
-            && m.read_only != Some(true))
+    assert_eq!(
+        (spool.path.as_str(), spool.type_.as_deref()),
+        ("/var/lib/riposte/hunting-spool", Some("DirectoryOrCreate"))
     );
+    assert!(pod.containers[0].volume_mounts.iter().flatten().any(|m| m.name == "hunting-spool"
+        && m.mount_path == "/var/lib/riposte/hunting-spool"
+        && m.read_only != Some(true)));
 
-    let error = try_render(&[&hunting[..], &["--set", "hunting.objectStorage.bucket=hunting"][..]].concat()).unwrap_err();
+    let error =
+        try_render(&[&hunting[..], &["--set", "hunting.objectStorage.bucket=hunting"][..]].concat()).unwrap_err();
     assert!(error.contains("s3://<bucket>/<prefix>"), "{error}");
 }
 

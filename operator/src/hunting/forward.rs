@@ -90,7 +90,10 @@ impl std::fmt::Debug for Forwarder {
 impl Forwarder {
     /// The forwarder, and the task that sends its events until every clone of it is dropped
     /// (then it sends what is queued and ends).
-    pub fn start(settings: ForwardSettings, metrics: ForwardMetrics) -> Result<(Forwarder, tokio::task::JoinHandle<()>)> {
+    pub fn start(
+        settings: ForwardSettings,
+        metrics: ForwardMetrics,
+    ) -> Result<(Forwarder, tokio::task::JoinHandle<()>)> {
         let invalid = |what: String| Error::Hunting(format!("the hunting API's {what}"));
         let pem = std::fs::read(&settings.ca_file)
             .map_err(|e| invalid(format!("CA file {}: {e}", settings.ca_file.display())))?;
@@ -147,7 +150,9 @@ async fn send(
         let mut retry = FIRST_RETRY;
         loop {
             match post(&client, &url, &token_file, body.clone()).await {
-                Outcome::Accepted => metrics.sent.inc_by(batch.len() as u64),
+                Outcome::Accepted => {
+                    metrics.sent.inc_by(batch.len() as u64);
+                }
                 Outcome::Refused(reason) => {
                     warn!(events = batch.len(), "the operator refused the node's process events: {reason}");
                     metrics.rejected.inc_by(batch.len() as u64);

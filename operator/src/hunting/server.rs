@@ -260,7 +260,9 @@ async fn events(State(shared): State<Shared>, caller: axum::Extension<Caller>, b
     };
     let events: Vec<ProcessEvent> = match serde_json::from_slice(&body) {
         Ok(events) => events,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, &format!("the request is not a list of process events: {e}")),
+        Err(e) => {
+            return refusal(StatusCode::BAD_REQUEST, &format!("the request is not a list of process events: {e}"));
+        }
     };
     let refused_before = store.usage().refused_rows;
     for event in &events {
