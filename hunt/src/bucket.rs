@@ -9,7 +9,9 @@
 //! - an object whose generations a larger object of the same writer and hour covers is the
 //!   input of a compaction, deleted once the merged file is up (and at the next start, should
 //!   a crash come in between);
-//! - an object whose hour ended before the retention is deleted.
+//! - an object whose hour ended before the retention is deleted, whichever writer's it is:
+//!   writers come and go (a replica's name changes with every rollout, nodes are replaced),
+//!   so every writer sweeps the expired hours of the layout once an hour.
 //!
 //! Nothing else is deleted: the bucket keeps a writer's files for the retention even when its
 //! spool loses them (a node's disk replaced, its byte cap reached), and a writer whose spool
@@ -89,6 +91,8 @@ pub struct Mirror {
     retention: Duration,
     /// This writer's objects in the bucket, by key relative to the prefix.
     objects: BTreeMap<String, Object>,
+    /// The hour (since the epoch) of the last sweep of every writer's expired hours.
+    swept_hour: Option<i64>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -118,8 +122,14 @@ impl Mirror {
             builder = builder.with_config(*key, value);
         }
         let bucket = builder.build().map_err(|e| Error::BucketUrl(format!("{}: {e}", settings.url)))?;
-        let mut mirror =
-            Mirror { bucket: Arc::new(bucket), prefix, writer: writer.to_owned(), retention, objects: BTreeMap::new() };
+        let mut mirror = Mirror {
+            bucket: Arc::new(bucket),
+            prefix,
+            writer: writer.to_owned(),
+            retention,
+            objects: BTreeMap::new(),
+            swept_hour: None,
+        };
         mirror.list().await?;
         let interrupted = plan(&mirror.objects, &[], i64::MIN).deletes;
         mirror.delete(&interrupted).await?;
@@ -170,6 +180,11 @@ impl Mirror {
         let deletes = plan(&self.objects, &[], cutoff).deletes;
         synced.deleted_objects = deletes.len();
         self.delete(&deletes).await?;
+        let hour = now_micros.div_euclid(crate::partition::MICROS_PER_HOUR);
+        if self.swept_hour != Some(hour) {
+            synced.deleted_objects += self.sweep_expired(cutoff).await?;
+            self.swept_hour = Some(hour);
+        }
         if synced != Synced::default() {
             debug!(?synced, "hunting bucket synced");
         }
@@ -194,6 +209,47 @@ impl Mirror {
             }
         }
         Ok(())
+    }
+
+    /// Deletes every writer's objects of the hours that ended before `cutoff`: a listing of
+    /// each table's dates, then of the expired dates only.
+    async fn sweep_expired(&mut self, cutoff: i64) -> Result<usize> {
+        let listing =
+            |prefix: &ObjectPath, source| Error::Bucket { action: "listing", key: prefix.to_string(), source };
+        let mut expired = Vec::new();
+        for table in Table::ALL {
+            let table_prefix = self.object_path(table.name());
+            let dates =
+                self.bucket.list_with_delimiter(Some(&table_prefix)).await.map_err(|e| listing(&table_prefix, e))?;
+            for date_prefix in dates.common_prefixes {
+                let Some(date) = date_prefix.filename() else { continue };
+                // The day's first hour: a day whose first hour has not expired has none that have.
+                let Some(first_hour) = Partition::parse(table, date, "hour=00") else { continue };
+                if first_hour.end_micros() > cutoff {
+                    continue;
+                }
+                let objects: Vec<object_store::ObjectMeta> =
+                    self.bucket.list(Some(&date_prefix)).try_collect().await.map_err(|e| listing(&date_prefix, e))?;
+                for meta in objects {
+                    let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_owned()).collect();
+                    let [.., date, hour, _] = parts.as_slice() else { continue };
+                    if Partition::parse(table, date, hour).is_some_and(|p| p.end_micros() <= cutoff) {
+                        expired.push(meta.location);
+                    }
+                }
+            }
+        }
+        for location in &expired {
+            match self.bucket.delete(location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(Error::Bucket { action: "deleting", key: location.to_string(), source }),
+            }
+        }
+        self.objects.retain(|_, o| o.partition.end_micros() > cutoff);
+        if !expired.is_empty() {
+            info!(objects = expired.len(), "expired hours deleted from the hunting bucket");
+        }
+        Ok(expired.len())
     }
 
     async fn upload(&self, key: &str, path: &std::path::Path) -> Result<u64> {

@@ -263,6 +263,7 @@ async fn a_node_sensors_events_reach_the_operators_store_and_only_the_sensor_may
         .map(|name| StaticUser { name: (*name).into(), token: format!("token-{name}"), groups: vec![] })
         .collect();
     let env = Env::start_with(Options { users, ..Options::default() }).await;
+    env.namespace("riposte-system").await;
     env.install_chart();
     let out = env.kubectl_stdin(&["apply", "-f", "-"], SENSOR_ROLE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
