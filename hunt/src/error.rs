@@ -76,3 +76,16 @@ pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(
     let path = path.into();
     move |source| Error::Io { action, path, source }
 }
+
+/// An error and its sources, as one line: HTTP clients' errors say "client error (Connect)"
+/// at the top and the useful part (connection refused, certificate unknown) in their sources.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

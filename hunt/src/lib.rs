@@ -14,4 +14,4 @@ pub mod schema;
 pub mod store;
 pub mod trino;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, chain as error_chain};

@@ -205,9 +205,9 @@ impl TrinoClient {
             .header("X-Trino-Client-Capabilities", "PARAMETRIC_DATETIME")
             .body(Full::new(Bytes::from(sql.unwrap_or_default().to_string())))
             .map_err(|error| TrinoError::InvalidSettings(format!("request to {uri}: {error}")))?;
-        let response = self.http.request(request).await.map_err(|error| connect_error(error_chain(&error)))?;
+        let response = self.http.request(request).await.map_err(|error| connect_error(crate::error::chain(&error)))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|error| connect_error(error_chain(&error)))?;
+        let body = response.into_body().collect().await.map_err(|error| connect_error(crate::error::chain(&error)))?;
         Ok((status, body.to_bytes()))
     }
 }
@@ -229,17 +229,4 @@ fn root_store(ca_file: Option<&PathBuf>) -> Result<rustls::RootCertStore, TrinoE
         roots.add(certificate).map_err(|error| invalid(error.to_string()))?;
     }
     Ok(roots)
-}
-
-/// hyper's errors say "client error (Connect)" at the top and the useful part (connection
-/// refused, certificate unknown) in their sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

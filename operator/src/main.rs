@@ -958,3 +958,40 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["riposte"].iter().chain(args))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_sensor_keeps_its_events_in_one_place() {
+        let forwarding = ["sensor", "--node-name", "n1", "--hunting-forward-url", "https://riposte-audit:8443"];
+        let Command::Sensor(sensor) =
+            parse(&[&forwarding[..], &["--hunting-forward-ca-file", "/ca.crt"]].concat()).unwrap().command
+        else {
+            panic!("the sensor's command");
+        };
+        assert_eq!(sensor.hunting_forward_url.as_deref(), Some("https://riposte-audit:8443"));
+        assert_eq!(sensor.hunting.hunting_max_memory_rows, 1_000_000);
+        // The CA is needed: the API's certificate is the audit webhook's own CA's.
+        assert!(parse(&forwarding).is_err());
+        // Either the operator's store or a spool of its own.
+        let both = [&forwarding[..], &["--hunting-forward-ca-file", "/ca.crt", "--hunting-dir", "/spool"]].concat();
+        assert_eq!(parse(&both).err().map(|e| e.kind()), Some(clap::error::ErrorKind::ArgumentConflict));
+        // A bucket is copied from a spool.
+        let bucket = ["sensor", "--node-name", "n1", "--hunting-bucket", "s3://hunting/riposte"];
+        assert!(parse(&bucket).is_err());
+        assert!(parse(&[&bucket[..], &["--hunting-dir", "/spool"]].concat()).is_ok());
+    }
+}

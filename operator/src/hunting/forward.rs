@@ -193,7 +193,7 @@ async fn post(client: &reqwest::Client, url: &str, token_file: &std::path::Path,
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(e) => return Outcome::Failed(error_chain(&e)),
+        Err(e) => return Outcome::Failed(riposte_hunt::error_chain(&e)),
     };
     let status = response.status();
     if status.is_success() {
@@ -206,15 +206,4 @@ async fn post(client: &reqwest::Client, url: &str, token_file: &std::path::Path,
         400 | 403 | 413 => Outcome::Refused(reason),
         _ => Outcome::Failed(reason),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
