@@ -353,3 +353,50 @@ impl prometheus_client::collector::Collector for HuntingMetrics {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use riposte_hunt::record::audit_record;
+    use riposte_hunt::store::{Store, StoreSettings};
+
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[tokio::test]
+    async fn the_hunting_stores_sizes_are_read_at_each_scrape() {
+        let root = std::env::temp_dir().join(format!("riposte-hunting-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut settings = StoreSettings::new(&root, "metrics");
+        settings.max_memory_rows = 2;
+        let store = Store::open(settings).unwrap();
+        let mut registry = Registry::default();
+        HuntingMetrics::register(&mut registry, store.clone());
+        let event: riposte_detect::audit::Event = serde_json::from_value(serde_json::json!({
+            "auditID": "a-1", "stage": "ResponseComplete", "stageTimestamp": "2026-12-01T10:00:00Z",
+            "verb": "get", "requestURI": "/api/v1/namespaces", "user": {"username": "mallory"}
+        }))
+        .unwrap();
+        store.append((0..3).map(|_| audit_record(&event, "webhook", "prod")));
+        let before = scrape(&registry);
+        for line in ["riposte_hunting_files 0", "riposte_hunting_memory_rows 2", "riposte_hunting_refused_rows_total 1"]
+        {
+            assert!(before.lines().any(|l| l == line), "{line} missing from\n{before}");
+        }
+        store.flush().await.unwrap();
+        let after = scrape(&registry);
+        for line in
+            ["riposte_hunting_files 1", "riposte_hunting_memory_rows 0", "riposte_hunting_bucket_failed_syncs_total 0"]
+        {
+            assert!(after.lines().any(|l| l == line), "{line} missing from\n{after}");
+        }
+        let bytes = after.lines().find_map(|l| l.strip_prefix("riposte_hunting_bytes ")).unwrap();
+        assert!(bytes.parse::<u64>().unwrap() > 0, "{after}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
