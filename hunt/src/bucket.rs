@@ -4,9 +4,9 @@
 //! (`<prefix>/<Table>/date=YYYY-MM-DD/hour=HH/part-<writer>-<first>-<last>.parquet`), so that
 //! Trino's Hive connector reads one layout holding every writer's rows.
 //!
-//! The bucket is written only by uploads of whole committed files and by deletions of this
-//! writer's own objects, so a reader never sees part of a file:
-//! - an object whose generations a larger object of the same writer and hour covers is the
+//! The bucket is written only by uploads of whole committed files and by deletions, so a
+//! reader never sees part of a file. A writer deletes in two cases only:
+//! - an object of its own whose generations a larger one of the same hour covers is the
 //!   input of a compaction, deleted once the merged file is up (and at the next start, should
 //!   a crash come in between);
 //! - an object whose hour ended before the retention is deleted, whichever writer's it is:
@@ -201,10 +201,8 @@ impl Mirror {
                 .await
                 .map_err(|source| Error::Bucket { action: "listing", key: prefix.to_string(), source })?;
             for meta in listed {
-                let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_owned()).collect();
-                let [.., date, hour, name] = parts.as_slice() else { continue };
-                let Some(partition) = Partition::parse(table, date, hour) else { continue };
-                let Some(generations) = parse_file_name(name).filter(|(w, ..)| *w == self.writer) else { continue };
+                let Some((partition, name)) = located(table, &meta.location) else { continue };
+                let Some(generations) = parse_file_name(&name).filter(|(w, ..)| *w == self.writer) else { continue };
                 self.objects.insert(key(partition, &generations), Object { partition, generations });
             }
         }
@@ -231,19 +229,14 @@ impl Mirror {
                 let objects: Vec<object_store::ObjectMeta> =
                     self.bucket.list(Some(&date_prefix)).try_collect().await.map_err(|e| listing(&date_prefix, e))?;
                 for meta in objects {
-                    let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_owned()).collect();
-                    let [.., date, hour, _] = parts.as_slice() else { continue };
-                    if Partition::parse(table, date, hour).is_some_and(|p| p.end_micros() <= cutoff) {
+                    if located(table, &meta.location).is_some_and(|(p, _)| p.end_micros() <= cutoff) {
                         expired.push(meta.location);
                     }
                 }
             }
         }
         for location in &expired {
-            match self.bucket.delete(location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(Error::Bucket { action: "deleting", key: location.to_string(), source }),
-            }
+            self.delete_object(location).await?;
         }
         self.objects.retain(|_, o| o.partition.end_micros() > cutoff);
         if !expired.is_empty() {
@@ -276,11 +269,7 @@ impl Mirror {
 
     async fn delete(&mut self, keys: &[String]) -> Result<()> {
         for key in keys {
-            let location = self.object_path(key);
-            match self.bucket.delete(&location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(Error::Bucket { action: "deleting", key: location.to_string(), source }),
-            }
+            self.delete_object(&self.object_path(key)).await?;
             self.objects.remove(key);
         }
         if !keys.is_empty() {
@@ -289,9 +278,24 @@ impl Mirror {
         Ok(())
     }
 
+    /// Deletes an object; one already gone is as good.
+    async fn delete_object(&self, location: &ObjectPath) -> Result<()> {
+        match self.bucket.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(Error::Bucket { action: "deleting", key: location.to_string(), source }),
+        }
+    }
+
     fn object_path(&self, key: &str) -> ObjectPath {
         if self.prefix.is_empty() { ObjectPath::from(key) } else { ObjectPath::from(format!("{}/{key}", self.prefix)) }
     }
+}
+
+/// The hour of `table` an object's path names (`…/date=…/hour=…/<name>`), and its name.
+fn located(table: Table, location: &ObjectPath) -> Option<(Partition, String)> {
+    let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_owned()).collect();
+    let [.., date, hour, name] = parts.as_slice() else { return None };
+    Some((Partition::parse(table, date, hour)?, name.clone()))
 }
 
 /// An object's key under the prefix: the same relative path as the file's in the store.

@@ -294,6 +294,42 @@ impl RuntimeMetrics {
     }
 }
 
+/// A node sensor's sending of its process events to the operator's hunting store.
+#[derive(Clone, Default)]
+pub struct ForwardMetrics {
+    pub sent: Counter,
+    pub dropped: Counter,
+    pub rejected: Counter,
+    pub failed_requests: Counter,
+}
+
+impl ForwardMetrics {
+    pub fn register(registry: &mut Registry) -> ForwardMetrics {
+        let metrics = ForwardMetrics::default();
+        registry.register(
+            "riposte_hunting_forwarded_events",
+            "Process events the operator's hunting store accepted from this sensor",
+            metrics.sent.clone(),
+        );
+        registry.register(
+            "riposte_hunting_forward_dropped_events",
+            "Process events dropped because the queue to the operator was full",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "riposte_hunting_forward_rejected_events",
+            "Process events the operator refused (no permission, malformed): not sent again",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "riposte_hunting_forward_failed_requests",
+            "Requests to the operator that failed and were retried",
+            metrics.failed_requests.clone(),
+        );
+        metrics
+    }
+}
+
 /// The hunting store's sizes, read from the store at each scrape.
 pub struct HuntingMetrics {
     store: riposte_hunt::store::Store,

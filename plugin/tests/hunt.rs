@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use riposte::hunting::forward::{ForwardMetrics, ForwardSettings, Forwarder};
+use riposte::hunting::forward::{ForwardSettings, Forwarder};
 use riposte::hunting::server::Backend;
 use riposte::hunting::{HuntingSink, record_objects};
 use riposte::local::{LocalHuntingApi, Options, StaticUser};
+use riposte::metrics::ForwardMetrics;
 use riposte_crds::Alert;
 use riposte_detect::audit::Timestamp;
 use riposte_detect::runtime::{Action, Container, Endpoint, Process, ProcessEvent, Sensor};

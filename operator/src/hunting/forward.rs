@@ -11,13 +11,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use riposte_detect::runtime::ProcessEvent;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::metrics::ForwardMetrics;
 
 /// Events waiting to be sent, at most.
 const QUEUE: usize = 100_000;
@@ -37,41 +36,6 @@ pub struct ForwardSettings {
     pub ca_file: PathBuf,
     /// The bearer token to present (the projected ServiceAccount token).
     pub token_file: PathBuf,
-}
-
-#[derive(Clone, Default)]
-pub struct ForwardMetrics {
-    pub sent: Counter,
-    pub dropped: Counter,
-    pub rejected: Counter,
-    pub failed_requests: Counter,
-}
-
-impl ForwardMetrics {
-    pub fn register(registry: &mut Registry) -> ForwardMetrics {
-        let metrics = ForwardMetrics::default();
-        registry.register(
-            "riposte_hunting_forwarded_events",
-            "Process events the operator's hunting store accepted from this sensor",
-            metrics.sent.clone(),
-        );
-        registry.register(
-            "riposte_hunting_forward_dropped_events",
-            "Process events dropped because the queue to the operator was full",
-            metrics.dropped.clone(),
-        );
-        registry.register(
-            "riposte_hunting_forward_rejected_events",
-            "Process events the operator refused (no permission, malformed): not sent again",
-            metrics.rejected.clone(),
-        );
-        registry.register(
-            "riposte_hunting_forward_failed_requests",
-            "Requests to the operator that failed and were retried",
-            metrics.failed_requests.clone(),
-        );
-        metrics
-    }
 }
 
 /// Where a sink hands its events; sending happens in [`Forwarder::start`]'s task.

@@ -62,12 +62,16 @@ impl HuntingSink {
     }
 
     pub fn process(&self, event: &ProcessEvent) {
-        if let Some(store) = &self.store {
-            store.append([process_record(event, &self.cluster)]);
-        }
+        self.processes(std::slice::from_ref(event));
+    }
+
+    /// Keeps process events; returns how many the store took (it refuses rows past its
+    /// memory bound), none without a store.
+    pub fn processes(&self, events: &[ProcessEvent]) -> usize {
         if let Some(forwarder) = &self.forwarder {
-            forwarder.offer(event);
+            events.iter().for_each(|event| forwarder.offer(event));
         }
+        self.store.as_ref().map_or(0, |store| store.append(events.iter().map(|e| process_record(e, &self.cluster))))
     }
 
     fn alert(&self, row: &AlertRow) {

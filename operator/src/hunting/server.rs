@@ -255,20 +255,16 @@ async fn hunt(State(shared): State<Shared>, caller: axum::Extension<Caller>, bod
 
 /// A node sensor's batch of process events, kept in the store as the operator's own are.
 async fn events(State(shared): State<Shared>, caller: axum::Extension<Caller>, body: axum::body::Bytes) -> Response {
-    let Some(store) = shared.sink.store() else {
+    if shared.sink.store().is_none() {
         return refusal(StatusCode::SERVICE_UNAVAILABLE, "this operator keeps no hunting store (--hunting-dir)");
-    };
+    }
     let events: Vec<ProcessEvent> = match serde_json::from_slice(&body) {
         Ok(events) => events,
         Err(e) => {
             return refusal(StatusCode::BAD_REQUEST, &format!("the request is not a list of process events: {e}"));
         }
     };
-    let refused_before = store.usage().refused_rows;
-    for event in &events {
-        shared.sink.process(event);
-    }
-    let refused = store.usage().refused_rows - refused_before;
+    let refused = events.len() - shared.sink.processes(&events);
     if refused > 0 {
         // The store's memory is full (its disk cannot keep up): the sensor sends them again.
         warn!(caller = %caller.0.0, refused, "a sensor's events were refused: the hunting store is full");
