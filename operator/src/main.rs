@@ -65,6 +65,32 @@ enum Command {
     /// Run the node side of the runtime detections (one per node, as a DaemonSet): Riposte's
     /// eBPF sensor and/or a Tetragon export file in, K8S.NODE_* Alerts out.
     Sensor(Box<SensorArgs>),
+    /// Print the Trino statements that make the hunting tables over the store's layout at a
+    /// location (a bucket, or a directory Trino reads), to run once in Trino.
+    TrinoTables(TrinoTablesArgs),
+}
+
+/// `riposte trino-tables`: the hunting tables for Trino's Hive connector.
+#[derive(clap::Args)]
+struct TrinoTablesArgs {
+    /// Where the layout is, as Trino names it: `s3://<bucket>/<prefix>/`, `local:///`.
+    #[arg(long)]
+    location: String,
+    #[arg(long, default_value = "hive")]
+    catalog: String,
+    #[arg(long, default_value = "riposte")]
+    schema: String,
+}
+
+impl TrinoTablesArgs {
+    /// The statements, each ending with `;`, as Trino's CLI takes them.
+    fn script(&self) -> String {
+        let tables = TrinoTables { catalog: self.catalog.clone(), schema: self.schema.clone() };
+        riposte_hunt::query::trino_setup_statements(&tables, &self.location)
+            .into_iter()
+            .map(|statement| format!("{statement};\n"))
+            .collect()
+    }
 }
 
 /// `riposte sensor`: the runtime detections of one node.
@@ -636,6 +662,10 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::TrinoTables(args) => {
+                print!("{}", args.script());
+                Ok(())
+            }
             Command::Crds => {
                 for crd in riposte_crds::crds() {
                     print!("---\n{}", riposte_crds::crd_yaml(&crd));
@@ -972,6 +1002,25 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn trino_tables_are_printed_for_a_location() {
+        let Command::TrinoTables(args) =
+            parse(&["trino-tables", "--location", "s3://hunting/riposte/prod-eu/"]).unwrap().command
+        else {
+            panic!("the trino-tables command");
+        };
+        let script = args.script();
+        let statements: Vec<&str> = script.lines().collect();
+        assert_eq!(statements[0], "CREATE SCHEMA IF NOT EXISTS hive.riposte;");
+        assert_eq!(statements.len(), 1 + riposte_hunt::schema::Table::ALL.len());
+        assert!(
+            statements[1..]
+                .iter()
+                .all(|s| s.contains("external_location = 's3://hunting/riposte/prod-eu/") && s.ends_with(';')),
+            "{script}"
+        );
     }
 
     #[test]
